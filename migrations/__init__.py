@@ -1,0 +1,1 @@
+"""Alembic migrations of omero-adi (installed as ``omero_adi.migrations``)."""

@@ -1,0 +1,1 @@
+"""Turning a validated order into OMERO images: preprocessing, import, annotation."""

@@ -1,0 +1,1 @@
+"""The OMERO boundary: every call to the OMERO server goes through here."""

@@ -1,0 +1,68 @@
+"""Running an external program for an order: time limit, cancellation, no shell."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Sequence
+
+#: How often a waiting runner looks at the cancellation flag.
+CHECK_INTERVAL = 0.2
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    timed_out: bool
+    cancelled: bool
+    seconds: float
+
+
+def run_process(
+    args: Sequence[str],
+    *,
+    timeout: float,
+    cancelled: threading.Event,
+    stdout: IO[bytes] | int | None = None,
+    stderr: IO[bytes] | int | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Finished:
+    """Run ``args`` (a list, never a shell string) in its own process group.
+
+    The whole group is killed when ``timeout`` passes or ``cancelled`` is set,
+    so a Java importer's children go too.
+    """
+    started = time.monotonic()
+    process = subprocess.Popen(
+        list(args), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+        cwd=cwd, env=env, start_new_session=True,
+    )
+    timed_out = was_cancelled = False
+    while True:
+        try:
+            process.wait(timeout=CHECK_INTERVAL)
+            break
+        except subprocess.TimeoutExpired:
+            timed_out = time.monotonic() - started > timeout
+            was_cancelled = cancelled.is_set()
+            if timed_out or was_cancelled:
+                _kill_group(process)
+                process.wait()
+                break
+    return Finished(process.returncode, timed_out, was_cancelled, time.monotonic() - started)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,331 @@
+"""Typed settings: `config/settings.yml` (or JSON), then the environment on top.
+
+Every key is declared once, in :class:`Settings`, with its type, default and
+meaning. The configuration reference in ``docs/configuration.md`` is tested
+against this class, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SETTINGS_PATH = Path("config/settings.yml")
+DEFAULT_SQLITE_URL = "sqlite:///omero_adi.sqlite"
+
+#: Keys of the file-based system that preceded the database; accepted, ignored.
+LEGACY_KEYS = frozenset(
+    {"group_list", "data_dir_name", "upload_orders_dir_name", "failed_uploads_directory_name"}
+)
+
+#: Environment variable -> settings key. The environment wins over the file.
+ENVIRONMENT = {
+    "INGEST_TRACKING_DB_URL": "ingest_tracking_db",
+    "OMERO_HOST": "omero_host",
+    "OMERO_PORT": "omero_port",
+    "OMERO_USER": "omero_user",
+    "OMERO_PASSWORD": "omero_password",
+    "PODMAN_USERNS_MODE": "podman_userns_mode",
+    "USE_REGISTER_ZARR": "use_register_zarr",
+    "ADI_RUN_MIGRATIONS": "run_migrations",
+    "ADI_ALLOW_AUTO_STAMP": "allow_auto_stamp",
+    "CONTAINER_HOST": "podman_url",
+}
+
+
+class SettingsError(ValueError):
+    """A settings file or variable is missing, unreadable or has a wrong value."""
+
+
+def _setting(default: Any, doc: str, **extra: Any) -> Any:
+    meta = {"doc": doc, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- order store -------------------------------------------------------
+    ingest_tracking_db: str = _setting(
+        DEFAULT_SQLITE_URL,
+        "SQLAlchemy URL of the order database (PostgreSQL in production). "
+        "Without one, a SQLite file in the working directory is used.",
+    )
+    run_migrations: bool = _setting(True, "Run database migrations at start-up.")
+    allow_auto_stamp: bool = _setting(
+        False,
+        "Adopt a database whose ADI tables exist but carry no migration version "
+        "(created by the earlier ADI or by a client's create_all).",
+    )
+    # --- logging -----------------------------------------------------------
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL.", choices=(
+        "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    log_file_path: str = _setting("logs/app.logs", "The daemon's log file.")
+    log_max_bytes: int = _setting(50_000_000, "Rotate the log file at this size (bytes).", minimum=0)
+    log_backup_count: int = _setting(5, "Rotated log files kept.", minimum=0)
+    # --- daemon ------------------------------------------------------------
+    base_dir: str = _setting("/data", "Root of the shared storage that orders may read.")
+    allowed_roots: list[str] = _setting(
+        [], "Further directories, besides base_dir, that order files may live in."
+    )
+    max_workers: int = _setting(4, "Orders processed at the same time.", minimum=1)
+    poll_interval: float = _setting(
+        30.0,
+        "Seconds between safety polls on PostgreSQL (pickup normally happens "
+        "at once through LISTEN/NOTIFY).",
+        minimum=0.1,
+    )
+    sqlite_poll_interval: float = _setting(
+        0.5, "Seconds between polls on SQLite, which has no notifications.", minimum=0.01
+    )
+    heartbeat_interval: float = _setting(
+        10.0, "Seconds between heartbeats of a daemon that runs orders.", minimum=0.1
+    )
+    stale_after: float = _setting(
+        60.0,
+        "A claimed order whose daemon sent no heartbeat for this many seconds "
+        "is considered interrupted.",
+        minimum=1.0,
+    )
+    recovery_interval: float = _setting(
+        60.0, "Seconds between looks for interrupted orders.", minimum=1.0
+    )
+    requeue_interrupted: bool = _setting(
+        False, "Re-queue interrupted orders instead of failing them."
+    )
+    shutdown_timeout: float = _setting(
+        60.0, "Seconds running orders may take to finish after SIGTERM.", minimum=0
+    )
+    # --- OMERO -------------------------------------------------------------
+    omero_host: str = _setting("localhost", "OMERO server host.")
+    omero_port: int = _setting(4064, "OMERO server port.", minimum=1)
+    omero_user: str = _setting("root", "OMERO admin user that opens sessions for users.")
+    omero_password: str = _setting("", "Password of omero_user.", secret=True)
+    omero_cli: str = _setting("omero", "The `omero` executable that runs imports.")
+    import_timeout: float = _setting(
+        6 * 3600.0, "Seconds one importer run may take before it is killed.", minimum=1
+    )
+    import_depth: int = _setting(10, "Directory depth the importer scans (--depth).", minimum=1)
+    omero_connect_retries: int = _setting(
+        5, "Attempts to reach OMERO before an order fails.", minimum=1
+    )
+    ttl_for_user_conn: int = _setting(
+        6_000_000, "Lifetime of a user's OMERO session (milliseconds).", minimum=1000
+    )
+    parallel_upload_per_worker: int = _setting(2, "--parallel-upload of the importer.", minimum=1)
+    parallel_filesets_per_worker: int = _setting(
+        2, "--parallel-fileset of the importer.", minimum=1
+    )
+    skip_all: bool = _setting(False, "--skip all.")
+    skip_checksum: bool = _setting(False, "--skip checksum.")
+    skip_minmax: bool = _setting(False, "--skip minmax.")
+    skip_thumbnails: bool = _setting(False, "--skip thumbnails.")
+    skip_upgrade: bool = _setting(False, "--skip upgrade.")
+    use_register_zarr: bool = _setting(
+        False, "Register .zarr paths with their own metadata instead of importing them."
+    )
+    zarr_s3_endpoint: str = _setting("", "Endpoint URL for s3:// Zarr stores (empty: AWS).")
+    zarr_s3_anonymous: bool = _setting(True, "Read s3:// Zarr stores without credentials.")
+    managed_repository: str = _setting(
+        "/OMERO/ManagedRepository", "The OMERO server's ManagedRepository, as ADI sees it."
+    )
+    # --- preprocessing -----------------------------------------------------
+    podman_url: str = _setting(
+        "", "Podman API socket (unix://…); empty: the usual socket paths, then the podman CLI."
+    )
+    podman_userns_mode: str = _setting("", "`keep-id` runs containers with --userns=keep-id.")
+    allowed_containers: list[str] = _setting(
+        [], "Container images (names or glob patterns) that orders may run."
+    )
+    preprocessing_timeout: float = _setting(
+        4 * 3600.0, "Seconds one preprocessing container may run.", minimum=1
+    )
+    inplace_tmp_root: str = _setting(
+        "/OMERO/OMERO_inplace", "Local folder for preprocessed copies, one subfolder per order."
+    )
+    # --- observability -----------------------------------------------------
+    metrics_port: int = _setting(
+        0, "Port of the /healthz and /metrics endpoint; 0 turns it off.", minimum=0
+    )
+    # --- health check (tests/system_check.py) ------------------------------
+    preprocessing: bool = _setting(False, "System check: order with preprocessing.")
+    sample_image: str = _setting("", "System check: sample image to import.")
+    sample_group: str = _setting("", "System check: OMERO group.")
+    sample_user: str = _setting("", "System check: OMERO user.")
+    sample_parent_id: str = _setting("", "System check: Dataset or Screen id.")
+    sample_parent_type: str = _setting("Dataset", "System check: Dataset or Screen.")
+    sample_pre_container: str = _setting("", "System check: preprocessing container.")
+    sample_pre_input: str = _setting("{Files}", "System check: preprocessing input file.")
+    sample_pre_out: str = _setting("/data", "System check: preprocessing output folder.")
+    sample_pre_outalt: str = _setting("/out", "System check: alternative output folder.")
+    sample_pre_save: str = _setting("", "System check: `saveoption` extra parameter.")
+
+    @property
+    def database_is_default(self) -> bool:
+        return self.ingest_tracking_db == DEFAULT_SQLITE_URL
+
+    def skip_flags(self) -> list[str]:
+        """The importer's --skip options, as the settings ask."""
+        if self.skip_all:
+            return ["--skip", "all"]
+        flags: list[str] = []
+        for name in ("checksum", "minmax", "thumbnails", "upgrade"):
+            if getattr(self, f"skip_{name}"):
+                flags += ["--skip", name]
+        return flags
+
+    def describe(self) -> dict[str, Any]:
+        """All values, secrets masked: safe to log."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            elif f.name == "ingest_tracking_db":
+                value = mask_url(value)
+            out[f.name] = value
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a database URL: ``postgresql://u:***@h/db``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bool) -> Any:
+    """Check one value against its declared type; return it converted."""
+    where = f"environment variable for {key!r}" if from_env else f"setting {key!r}"
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        if isinstance(raw, bool):
+            value: Any = raw
+        elif isinstance(raw, str) and raw.strip().lower() in {"1", "true", "yes", "on"}:
+            value = True
+        elif isinstance(raw, str) and raw.strip().lower() in {"0", "false", "no", "off", ""}:
+            value = False
+        else:
+            raise SettingsError(f"{where} must be true or false, got {raw!r}")
+    elif kind in (int, float):
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+                raise ValueError
+            number = float(raw)
+            if kind is int and not number.is_integer():
+                raise ValueError
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise SettingsError(f"{where} must be {noun}, got {raw!r}") from None
+        value = kind(number)
+        if "minimum" in meta and value < meta["minimum"]:
+            raise SettingsError(f"{where} must be at least {meta['minimum']}, got {raw!r}")
+    elif kind is str:
+        if isinstance(raw, (dict, list)) or raw is None:
+            raise SettingsError(f"{where} must be text, got {raw!r}")
+        value = str(raw)
+        choices = meta.get("choices")
+        if choices:
+            value = value.upper()
+            if value not in choices:
+                raise SettingsError(f"{where} must be one of {', '.join(choices)}, got {raw!r}")
+    elif origin is list:
+        if isinstance(raw, str):
+            raw = [part for part in re.split(r"[,\n]", raw) if part.strip()]
+        if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+            raise SettingsError(f"{where} must be a list of text, got {raw!r}")
+        value = [v.strip() for v in raw]
+    else:  # pragma: no cover - every declared type is handled above
+        raise TypeError(f"unsupported settings type {kind!r}")
+    return value
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML or JSON settings file into a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise SettingsError(f"settings file {path} is not valid: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path} must hold a mapping of keys to values")
+    return data
+
+
+def build_settings(
+    values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate raw values (file contents) and apply the environment on top."""
+    environ = os.environ if environ is None else environ
+    kinds = _field_types()
+    metas = {f.name: f.metadata for f in dataclasses.fields(Settings)}
+    accepted: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key in LEGACY_KEYS:
+            log.warning("settings key %r belongs to the old file-based system and is ignored", key)
+        elif key not in kinds:
+            log.warning("unknown settings key %r is ignored", key)
+        elif raw is None:
+            continue  # an empty YAML value keeps the default
+        else:
+            accepted[key] = _convert(key, raw, kinds[key], metas[key], from_env=False)
+    for variable, key in ENVIRONMENT.items():
+        if variable in environ:
+            if key == "podman_url" and not environ[variable].strip():
+                continue
+            accepted[key] = _convert(key, environ[variable], kinds[key], metas[key], from_env=True)
+    return Settings(**accepted)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from ``path``, else ``$ADI_SETTINGS``, else ``config/settings.yml``.
+
+    An explicitly named file must exist; the default one may be absent.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = path or environ.get("ADI_SETTINGS")
+    chosen = Path(explicit) if explicit else DEFAULT_SETTINGS_PATH
+    if chosen.exists() or explicit:
+        values = read_file(chosen)
+    else:
+        log.info("no %s found; using defaults and the environment", chosen)
+        values = {}
+    return build_settings(values, environ)
+
+
+def settings_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings)]
+
+
+def setting_docs() -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, meaning) for every setting, for the docs."""
+    kinds = _field_types()
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kind = kinds[f.name]
+        name = kind.__name__ if isinstance(kind, type) and not isinstance(kind, types.GenericAlias) else str(kind)
+        rows.append((f.name, name, default, f.metadata["doc"]))
+    return rows

@@ -1,0 +1,1 @@
+"""The order store: tables, event writing, queue queries, migrations."""

@@ -1,0 +1,1 @@
+"""Compatibility modules: import paths that existing clients use."""
