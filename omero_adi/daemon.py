@@ -1,0 +1,314 @@
+"""The daemon: wake on new orders, claim them, run them on a pool of workers.
+
+One loop thread does all the waiting and claiming; ``max_workers`` worker
+threads run orders. The loop wakes on PostgreSQL ``NOTIFY`` (or a short poll
+on SQLite), on a worker finishing, and on its timers: safety poll, heartbeat
+and recovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queuelib
+import selectors
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from omero_adi.logs import order_log
+from omero_adi.orders import OrderRejected, UploadOrderManager
+from omero_adi.pipeline import OrderContext, OrderFailed, OrderHandler
+from omero_adi.settings import Settings
+from omero_adi.store.models import STAGE_IMPORTED, STAGE_INGEST_FAILED
+from omero_adi.store.queue import Claim, OrderQueue
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "omero_adi_orders"
+#: Seconds a worker may take to wind up after its order was cancelled.
+CANCEL_GRACE = 30.0
+
+
+class Listener:
+    """A dedicated PostgreSQL connection that LISTENs for new orders.
+
+    It reconnects after a database restart (with backoff); the daemon polls
+    once after every reconnect, so no order is missed in between.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.connection: Any = None
+        self.retry_at = 0.0
+        self.backoff = 0.5
+
+    def connect(self) -> bool:
+        if self.connection is not None:
+            return True
+        if time.monotonic() < self.retry_at:
+            return False
+        try:
+            pooled = self.engine.raw_connection()
+            connection = pooled.driver_connection
+            pooled.detach()  # ours alone, never returned to the pool
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f"LISTEN {CHANNEL}")
+        except Exception as exc:  # psycopg2 errors of every kind mean "not now"
+            self.retry_at = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, 30.0)
+            log.warning("cannot listen for orders (%s); retrying in %.0fs", exc, self.backoff)
+            return False
+        self.connection, self.backoff = connection, 0.5
+        log.info("listening for new orders")
+        return True
+
+    def fileno(self) -> int:
+        return int(self.connection.fileno())
+
+    def drain(self) -> bool:
+        """Consume notifications; False when the connection is lost."""
+        try:
+            self.connection.poll()
+            self.connection.notifies.clear()
+            return True
+        except Exception as exc:
+            log.warning("lost the listening connection (%s)", exc)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:
+                pass
+        self.connection = None
+
+
+@dataclass
+class _Timer:
+    interval: float
+    due: float = field(default=0.0)
+
+    def fire(self, now: float) -> bool:
+        if now < self.due:
+            return False
+        self.due = now + self.interval
+        return True
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        handler: OrderHandler,
+        *,
+        owner: str | None = None,
+        on_event: Callable[[str, Claim, str], None] | None = None,
+    ):
+        self.settings = settings
+        self.engine = engine
+        self.handler = handler
+        self.queue = OrderQueue(engine, owner)
+        self.manager = UploadOrderManager(settings)
+        self.on_event = on_event
+        self.postgres = engine.dialect.name == "postgresql"
+        self.listener = Listener(engine) if self.postgres else None
+        self.claims: queuelib.Queue[Claim | None] = queuelib.Queue()
+        self.running: set[str] = set()
+        self.running_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.cancelled = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self.workers: list[threading.Thread] = []
+
+    # --- public ------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the daemon to stop claiming and shut down (signal-safe)."""
+        self.stopping.set()
+        self._wake()
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+
+    def run(self) -> None:
+        """Serve orders until :meth:`stop`; then shut down cleanly."""
+        log.info("daemon %s starting with %d workers", self.queue.owner, self.settings.max_workers)
+        for number in range(self.settings.max_workers):
+            worker = threading.Thread(target=self._work, name=f"worker-{number}", daemon=True)
+            worker.start()
+            self.workers.append(worker)
+        self._loop()
+        self._shutdown()
+
+    # --- the loop ----------------------------------------------------------
+    def _loop(self) -> None:
+        poll = _Timer(self.settings.poll_interval if self.postgres else self.settings.sqlite_poll_interval)
+        heartbeat = _Timer(self.settings.heartbeat_interval)
+        recovery = _Timer(self.settings.recovery_interval)
+        wanted = self._startup()
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        listening = False
+        while not self.stopping.is_set():
+            if self.listener is not None and not listening and self.listener.connect():
+                selector.register(self.listener.connection, selectors.EVENT_READ, "notify")
+                listening, wanted = True, True  # catch up on anything sent while away
+            now = time.monotonic()
+            if poll.fire(now):
+                wanted = True
+            if heartbeat.fire(now) and self._busy():
+                self._guarded(self.queue.heartbeat, "heartbeat")
+            if recovery.fire(now):
+                self._recover()
+            if wanted:
+                wanted = self._claim_while_free()
+            timeout = min(t.due for t in (poll, heartbeat, recovery)) - time.monotonic()
+            if self.listener is not None and not listening:
+                timeout = min(timeout, 1.0)
+            for key, _ in selector.select(timeout=max(timeout, 0.0) if not wanted else 0.0):
+                if key.data == "wake":
+                    os.read(self._wake_r, 4096)
+                    wanted = True
+                elif self.listener is not None:
+                    if self.listener.drain():
+                        wanted = True
+                    else:
+                        selector.unregister(key.fileobj)
+                        listening = False
+        selector.close()
+
+    def _startup(self) -> bool:
+        """Queue orders that arrived while no trigger or daemon ran; recover."""
+        self._guarded(self.queue.reconcile, "queueing waiting orders")
+        self._recover()
+        return True
+
+    def _busy(self) -> bool:
+        with self.running_lock:
+            return bool(self.running)
+
+    def _free_slots(self) -> int:
+        with self.running_lock:
+            return self.settings.max_workers - len(self.running)
+
+    def _claim_while_free(self) -> bool:
+        """Claim until the pool is full or the queue empty; True if more may wait."""
+        while self._free_slots() > 0 and not self.stopping.is_set():
+            try:
+                claim = self.queue.claim_next()
+            except SQLAlchemyError as exc:
+                log.warning("cannot claim orders now (%s); will try again", type(exc).__name__)
+                time.sleep(min(1.0, self.settings.sqlite_poll_interval * 2))
+                return True
+            if claim is None:
+                return False
+            with self.running_lock:
+                self.running.add(claim.uuid)
+            self._emit("claimed", claim, "")
+            self.claims.put(claim)
+        return self._free_slots() == 0
+
+    def _recover(self) -> None:
+        def recover() -> None:
+            for takeover in self.queue.recover(
+                self.settings.stale_after, self.settings.requeue_interrupted
+            ):
+                log.warning("took over order %s from %s", takeover.uuid, takeover.previous_owner)
+        self._guarded(recover, "looking for interrupted orders")
+
+    def _guarded(self, work: Callable[[], Any], what: str) -> None:
+        """Housekeeping must not stop the daemon when the database is away."""
+        try:
+            work()
+        except SQLAlchemyError as exc:
+            log.warning("%s failed (%s); will try again", what, exc.__class__.__name__)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+
+    def _emit(self, what: str, claim: Claim, stage: str) -> None:
+        if self.on_event is not None:
+            self.on_event(what, claim, stage)
+
+    # --- workers -----------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            claim = self.claims.get()
+            if claim is None:
+                return
+            try:
+                stage, description = self._run_order(claim)
+                self.queue.finish(claim, stage, description)
+                self._emit("finished", claim, stage)
+            finally:
+                with self.running_lock:
+                    self.running.discard(claim.uuid)
+                self._wake()
+
+    def _run_order(self, claim: Claim) -> tuple[str, str | None]:
+        order_logger = order_log(claim.uuid)
+        try:
+            order = self.manager.validate(claim.row)
+            context = OrderContext(
+                order=order,
+                settings=self.settings,
+                log=order_logger,
+                record_stage=lambda stage, text: self._record(claim, stage, text),
+                cancelled=self.cancelled,
+            )
+            order_logger.info("running order of %s/%s: %d path(s) into %s %s", order.group,
+                              order.user, len(order.files), order.destination_type,
+                              order.destination_id)
+            description = self.handler(context)
+        except OrderRejected as exc:
+            order_logger.warning("rejected: %s", exc)
+            return STAGE_INGEST_FAILED, f"invalid order: {exc}"
+        except OrderFailed as exc:
+            order_logger.warning("failed: %s", exc)
+            return STAGE_INGEST_FAILED, str(exc)
+        except Exception as exc:  # the daemon outlives any bug in one order's handling
+            order_logger.exception("unexpected error")
+            return STAGE_INGEST_FAILED, (
+                f"internal error ({type(exc).__name__}: {exc}); see logs/app.logs and "
+                f"retry with `omero-adi retry {claim.uuid}`"
+            )
+        order_logger.info("completed")
+        return STAGE_IMPORTED, description
+
+    def _record(self, claim: Claim, stage: str, description: str | None) -> None:
+        self.queue.record_stage(claim, stage, description)
+        self._emit("stage", claim, stage)
+
+    # --- shutdown ------------------------------------------------------------
+    def _shutdown(self) -> None:
+        log.info("stopping: no new orders; waiting up to %.0fs for %d running",
+                 self.settings.shutdown_timeout, len(self.running))
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while self._busy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._busy():
+            log.warning("shutdown timeout: stopping the running orders")
+            self.cancelled.set()
+        for _ in self.workers:
+            self.claims.put(None)
+        for worker in self.workers:
+            worker.join(timeout=CANCEL_GRACE)  # a stuck one is left to recovery
+        if self.listener is not None:
+            self.listener.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        log.info("daemon %s stopped", self.queue.owner)

@@ -1,0 +1,119 @@
+"""Operator actions on orders: status, retry, cancel, submit."""
+
+from __future__ import annotations
+
+import getpass
+import uuid as uuidlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from omero_adi.store.models import (
+    FINAL_STAGES,
+    STAGE_INGEST_FAILED,
+    STAGE_NEW_ORDER,
+)
+from omero_adi.store.queries import query
+from omero_adi.store.tracker import event_from_order_info
+
+
+class AdminError(Exception):
+    """An operator asked for something the order's state does not allow."""
+
+
+@dataclass(frozen=True)
+class OrderStatus:
+    event_id: int
+    uuid: str
+    stage: str
+    group: str
+    user: str
+    destination: str
+    timestamp: datetime | None
+    files: str
+    description: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        values = dict(self.__dict__)
+        values["timestamp"] = self.timestamp.isoformat() if self.timestamp else None
+        return values
+
+
+def _latest(engine: Engine, uuid: str) -> Any:
+    with engine.connect() as connection:
+        row = connection.execute(query("latest_event", engine.dialect.name), {"uuid": uuid}).first()
+    if row is None:
+        raise AdminError(f"no order with uuid {uuid!r}")
+    return row
+
+
+def recent_orders(
+    engine: Engine, *, uuid: str | None = None, user: str | None = None,
+    group: str | None = None, stage: str | None = None, limit: int = 20,
+) -> list[OrderStatus]:
+    params = {"uuid": uuid, "user": user, "group": group, "stage": stage, "limit": limit}
+    with engine.connect() as connection:
+        rows = connection.execute(query("recent_orders", engine.dialect.name), params).all()
+    return [
+        OrderStatus(
+            event_id=r.id, uuid=r.uuid, stage=r.stage, group=r.group_name, user=r.user_name,
+            destination=f"{r.destination_type}:{r.destination_id}",
+            timestamp=r.timestamp if isinstance(r.timestamp, datetime) else None,
+            files=r.files, description=r.description,
+        )
+        for r in rows
+    ]
+
+
+def history(engine: Engine, uuid: str) -> list[Any]:
+    with engine.connect() as connection:
+        return connection.execute(query("order_history", engine.dialect.name), {"uuid": uuid}).all()
+
+
+def _append(engine: Engine, source_id: int, stage: str, description: str) -> int:
+    with engine.begin() as connection:
+        return int(connection.execute(
+            query("copy_event", engine.dialect.name),
+            {"source_id": source_id, "stage": stage, "description": description,
+             "file_names": None},
+        ).scalar_one())
+
+
+def retry(engine: Engine, uuid: str, by: str | None = None) -> int:
+    """Re-queue a finished order with a new Pending event."""
+    latest = _latest(engine, uuid)
+    if latest.stage not in FINAL_STAGES:
+        raise AdminError(f"order {uuid} is {latest.stage!r}; only finished orders can be retried")
+    return _append(engine, latest.id, STAGE_NEW_ORDER, f"retried by {by or getpass.getuser()}")
+
+
+def cancel(engine: Engine, uuid: str, by: str | None = None) -> int:
+    """Turn a Pending order that no daemon has claimed into ``Import Failed``."""
+    with engine.begin() as connection:
+        dialect = engine.dialect.name
+        if dialect == "postgresql":
+            connection.execute(query("lock_order", dialect), {"uuid": uuid})
+        latest = connection.execute(query("latest_event", dialect), {"uuid": uuid}).first()
+        if latest is None:
+            raise AdminError(f"no order with uuid {uuid!r}")
+        if latest.stage != STAGE_NEW_ORDER:
+            raise AdminError(f"order {uuid} is {latest.stage!r}; only Pending orders can be cancelled")
+        connection.execute(query("drop_entry", dialect), {"event_id": latest.id})
+        return int(connection.execute(
+            query("copy_event", dialect),
+            {"source_id": latest.id, "stage": STAGE_INGEST_FAILED,
+             "description": f"cancelled by {by or getpass.getuser()}", "file_names": None},
+        ).scalar_one())
+
+
+def submit(engine: Engine, order_info: Mapping[str, Any]) -> str:
+    """Create an order (and its preprocessing row) from an ``order_info`` dict."""
+    info = dict(order_info)
+    info.setdefault("UUID", str(uuidlib.uuid4()))
+    event = event_from_order_info(info, STAGE_NEW_ORDER)
+    with Session(engine) as session, session.begin():
+        session.add(event)
+    return str(info["UUID"])
