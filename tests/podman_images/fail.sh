@@ -1,0 +1,4 @@
+#!/bin/sh
+echo "reading input"
+echo "conversion failed: unsupported file" >&2
+exit 3

@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "starting"
+sleep 3600
