@@ -1,0 +1,293 @@
+"""DataPackageImporter: an order's files into OMERO, in place, in one importer run.
+
+Flow (contracts §4): a session as the order's user in its group → check the
+destination → one ``omero import --transfer=ln_s`` for all paths → match the
+filesets it reports to the order's paths → one MapAnnotation per new Image
+(Dataset target) or Plate (Screen target). Nothing is imported when the user,
+group or destination is wrong, and the original files are only ever read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from omero_adi.importing.annotations import NAMESPACE, import_annotation, metadata_for
+from omero_adi.importing.importer_cli import (
+    ImporterFiles,
+    ImporterOutputError,
+    ImporterRun,
+    build_command,
+    run_importer,
+)
+from omero_adi.omero.blitz import BlitzServer
+from omero_adi.omero.boundary import (
+    AnnotatedType,
+    FilesetInfo,
+    OmeroError,
+    OmeroServer,
+    OmeroUnreachable,
+    UserSession,
+)
+from omero_adi.omero.retry import retry_unreachable
+from omero_adi.pipeline import OrderContext, OrderFailed
+from omero_adi.settings import Settings
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """One path for the importer, and what its annotations say about it.
+
+    A plain order imports its own files (``path == origin``). Preprocessing
+    (contracts §5) hands in local copies instead: ``path`` is the copy,
+    ``origin`` the order's file it stands for (``Filepath``, where
+    ``metadata.csv`` is looked for), ``processing_output`` the key-values the
+    container reported for it.
+    """
+
+    path: Path
+    origin: Path
+    processing_output: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, path: Path) -> ImportItem:
+        return cls(path=path, origin=path)
+
+    def holds(self, used_file: Path) -> bool:
+        roots = {self.path, Path(os.path.realpath(self.path))}
+        return any(used_file == root or root in used_file.parents for root in roots)
+
+
+@dataclass(frozen=True)
+class ImportedFileset:
+    item: ImportItem
+    fileset: FilesetInfo
+
+    def describe(self) -> str:
+        objects = [("Plate", self.fileset.plate_ids), ("Image", self.fileset.image_ids)]
+        ids = "; ".join(f"{kind} {', '.join(map(str, found))}" for kind, found in objects if found)
+        return f"{self.item.origin} → Fileset {self.fileset.id} ({ids or 'no images'})"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    filesets: tuple[ImportedFileset, ...]
+    annotation_ids: tuple[int, ...]
+
+    def describe(self, kind: str, destination_id: int) -> str:
+        """The ``Import Completed`` description."""
+        return (
+            f"Imported {len(self.filesets)} fileset(s) into {kind} {destination_id}: "
+            + "; ".join(f.describe() for f in self.filesets)
+        )
+
+
+class DataPackageImporter:
+    """The daemon's :class:`~omero_adi.pipeline.OrderHandler` for in-place imports."""
+
+    def __init__(
+        self,
+        server: OmeroServer,
+        *,
+        retry_delay: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        self.server = server
+        self.retry_delay = retry_delay
+        self.clock = clock
+
+    def __call__(self, ctx: OrderContext) -> str:
+        order = ctx.order
+        result = self.import_items(ctx, [ImportItem.of(path) for path in order.files])
+        return result.describe(order.destination_type, order.destination_id)
+
+    def close(self) -> None:
+        """Close the admin session (at daemon shutdown)."""
+        self.server.close()
+
+    def import_items(self, ctx: OrderContext, items: Sequence[ImportItem]) -> ImportResult:
+        """Import ``items`` for ``ctx.order`` in one importer run and annotate them."""
+        session = self._open_session(ctx)
+        try:
+            return self._import(ctx, session, items)
+        finally:
+            session.close()
+
+    def _open_session(self, ctx: OrderContext) -> UserSession:
+        order, settings = ctx.order, ctx.settings
+        try:
+            return retry_unreachable(
+                lambda: self.server.user_session(order.user, order.group, settings.ttl_for_user_conn),
+                attempts=settings.omero_connect_retries,
+                cancelled=ctx.cancelled,
+                log=ctx.log,
+                first_delay=self.retry_delay,
+            )
+        except OmeroUnreachable as exc:
+            ctx.check_cancelled()
+            raise OrderFailed(
+                f"{exc} (gave up after {settings.omero_connect_retries} attempts); "
+                "nothing was imported"
+            ) from exc
+        except OmeroError as exc:
+            raise OrderFailed(f"{exc}; nothing was imported") from exc
+
+    def _import(
+        self, ctx: OrderContext, session: UserSession, items: Sequence[ImportItem]
+    ) -> ImportResult:
+        order = ctx.order
+        try:
+            session.check_destination(order.destination_type, order.destination_id)
+        except OmeroError as exc:
+            raise OrderFailed(f"{exc}; nothing was imported") from exc
+        ctx.check_cancelled()
+        files = ImporterFiles.for_order(ctx.log_dir, order.uuid)
+        command = build_command(
+            ctx.settings,
+            session_key=session.key,
+            destination_type=order.destination_type,
+            destination_id=order.destination_id,
+            paths=[item.path for item in items],
+            files=files,
+        )
+        ctx.log.info("importing %d path(s): %s", len(items), " ".join(_masked(command)))
+        try:
+            run = run_importer(
+                command, files, timeout=ctx.settings.import_timeout, cancelled=ctx.cancelled
+            )
+        except ImporterOutputError as exc:
+            raise OrderFailed(f"{exc} (see {files.out})") from exc
+        ctx.check_cancelled()
+        ctx.log.info("importer finished: exit %s in %.1fs, %d fileset(s) reported",
+                     run.finished.returncode, run.finished.seconds, len(run.filesets))
+        imported, strays = self._match(session, items, run)
+        problem = _problem(ctx, items, imported, strays, run)
+        if problem:
+            raise OrderFailed(_failure(problem, items, imported, run, files))
+        return ImportResult(tuple(imported), self._annotate(ctx, session, imported))
+
+    @staticmethod
+    def _match(
+        session: UserSession, items: Sequence[ImportItem], run: ImporterRun
+    ) -> tuple[list[ImportedFileset], list[FilesetInfo]]:
+        """Which order path each reported fileset came from, by the fileset's used
+        files as the server records them; filesets matching no path are strays."""
+        imported: list[ImportedFileset] = []
+        strays: list[FilesetInfo] = []
+        for reported in run.filesets:
+            try:
+                fileset = session.fileset(reported.fileset_id)
+            except OmeroError as exc:
+                raise OrderFailed(
+                    f"the importer reported Fileset {reported.fileset_id}, but looking it up "
+                    f"failed: {exc}"
+                ) from exc
+            owners = [item for item in items if any(item.holds(f) for f in fileset.used_files)]
+            if owners:
+                # The deepest path wins when an order names a folder and a file in it.
+                owner = max(owners, key=lambda item: len(item.path.parts))
+                imported.append(ImportedFileset(owner, fileset))
+            else:
+                strays.append(fileset)
+        return imported, strays
+
+    def _annotate(
+        self, ctx: OrderContext, session: UserSession, imported: Sequence[ImportedFileset]
+    ) -> tuple[int, ...]:
+        order = ctx.order
+        kind: AnnotatedType = "Image" if order.destination_type == "Dataset" else "Plate"
+        timestamp = self.clock()
+        metadata: dict[Path, dict[str, str]] = {}
+        annotation_ids: list[int] = []
+        for entry in imported:
+            item = entry.item
+            if item.origin not in metadata:
+                metadata[item.origin] = metadata_for(item.origin, ctx.log)
+            values = import_annotation(
+                order, item.origin, processing_output=item.processing_output,
+                metadata=metadata[item.origin], timestamp=timestamp,
+            )
+            for object_id in _targets(entry.fileset, kind):
+                try:
+                    annotation_ids.append(session.annotate(kind, object_id, NAMESPACE, values))
+                except OmeroError as exc:
+                    raise OrderFailed(
+                        f"imported {'; '.join(i.describe() for i in imported)}, but annotating "
+                        f"{kind} {object_id} failed: {exc}"
+                    ) from exc
+        ctx.log.info("annotated %d %s(s) in namespace %s", len(annotation_ids), kind, NAMESPACE)
+        return tuple(annotation_ids)
+
+
+def _targets(fileset: FilesetInfo, kind: AnnotatedType) -> tuple[int, ...]:
+    return fileset.image_ids if kind == "Image" else fileset.plate_ids
+
+
+def _problem(
+    ctx: OrderContext,
+    items: Sequence[ImportItem],
+    imported: Sequence[ImportedFileset],
+    strays: Sequence[FilesetInfo],
+    run: ImporterRun,
+) -> str | None:
+    """Why this run does not count as a complete import, or None when it does."""
+    finished, order = run.finished, ctx.order
+    if finished.timed_out:
+        return (f"the importer ran longer than import_timeout "
+                f"({ctx.settings.import_timeout:g} s) and was killed")
+    if finished.returncode < 0:
+        return f"the importer crashed (killed by signal {-finished.returncode})"
+    if finished.returncode != 0:
+        return f"the importer exited with status {finished.returncode}"
+    if not run.filesets:
+        return "the importer created no fileset (nothing importable found)"
+    if strays:
+        return ("the importer reported fileset(s) from files the order does not name: "
+                + "; ".join(f"Fileset {f.id} ({', '.join(map(str, f.used_files))})" for f in strays))
+    kind: AnnotatedType = "Image" if order.destination_type == "Dataset" else "Plate"
+    empty = [entry for entry in imported if not _targets(entry.fileset, kind)]
+    if empty:
+        return (f"these filesets hold no {kind}, so they cannot go into "
+                f"{order.destination_type} {order.destination_id}: "
+                + "; ".join(entry.describe() for entry in empty))
+    done = {id(entry.item) for entry in imported}
+    if any(id(item) not in done for item in items):
+        return "the importer created no fileset for some of the order's paths"
+    return None
+
+
+def _failure(
+    problem: str,
+    items: Sequence[ImportItem],
+    imported: Sequence[ImportedFileset],
+    run: ImporterRun,
+    files: ImporterFiles,
+) -> str:
+    """The ``Import Failed`` description: why, what was imported, what was not."""
+    done = {id(entry.item) for entry in imported}
+    missing = [str(item.origin) for item in items if id(item) not in done]
+    parts = [f"Import failed: {problem}."]
+    if imported:
+        parts.append("Imported (not annotated): " + "; ".join(e.describe() for e in imported) + ".")
+    if missing:
+        parts.append("Not imported: " + ", ".join(missing) + ".")
+    if run.errors_tail:
+        parts.append(f"Importer errors (end of {files.errs}):\n{run.errors_tail}")
+    return "\n".join(parts)
+
+
+def _masked(command: Sequence[str]) -> list[str]:
+    """The command line with the session key hidden, for the log."""
+    return ["***" if i and command[i - 1] == "-k" else arg for i, arg in enumerate(command)]
+
+
+def build_handler(settings: Settings) -> DataPackageImporter:
+    """The in-place import handler the daemon runs orders with.
+
+    omero-py is needed only once an order runs; without it the order fails
+    saying so.
+    """
+    return DataPackageImporter(BlitzServer(settings))

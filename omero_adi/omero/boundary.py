@@ -1,0 +1,83 @@
+"""What the daemon needs from an OMERO server: a Protocol and its typed results.
+
+The daemon and the importer depend on this module only. The real server is
+:class:`omero_adi.omero.blitz.BlitzServer`; tests use an in-process stand-in
+that implements the same Protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping, Protocol
+
+from omero_adi.orders import DestinationType
+
+#: What a MapAnnotation can be linked to after an import.
+AnnotatedType = Literal["Image", "Plate"]
+
+
+class OmeroError(Exception):
+    """OMERO refused, or cannot do, what an order needs; the message says why."""
+
+
+class OmeroUnreachable(OmeroError):
+    """The server did not answer (down, restarting, wrong host or port): worth a retry."""
+
+
+class OmeroNotInstalled(OmeroError):
+    """omero-py (or ezomero) is not installed, so nothing can talk to OMERO."""
+
+
+@dataclass(frozen=True)
+class FilesetInfo:
+    """One imported fileset, as the server records it."""
+
+    id: int
+    #: The fileset's directory, relative to the ManagedRepository root.
+    template_prefix: str
+    #: The files the importer read (client paths, absolute).
+    used_files: tuple[Path, ...]
+    image_ids: tuple[int, ...]
+    plate_ids: tuple[int, ...]
+
+
+class UserSession(Protocol):
+    """A session as the order's user in the order's group (an admin "sudo" session)."""
+
+    user: str
+    group: str
+    #: The session key the command-line importer joins with ``-k``.
+    key: str
+
+    def check_destination(self, kind: DestinationType, object_id: int) -> None:
+        """Raise :class:`OmeroError` unless the user may import into that Dataset/Screen."""
+
+    def fileset(self, fileset_id: int) -> FilesetInfo:
+        """The fileset with this id; :class:`OmeroError` when there is none."""
+
+    def annotate(
+        self, kind: AnnotatedType, object_id: int, namespace: str, values: Mapping[str, str]
+    ) -> int:
+        """Link a new MapAnnotation with ``values`` to the object; return its id."""
+
+    def close(self) -> None:
+        """End the session on the server."""
+
+
+class OmeroServer(Protocol):
+    """An admin connection, kept and reused across orders."""
+
+    def user_session(self, user: str, group: str, ttl_ms: int) -> UserSession:
+        """Check that ``group`` exists and ``user`` exists and belongs to it, then
+        open a session as that user in that group, living at most ``ttl_ms``.
+
+        Raises :class:`OmeroUnreachable` when the server does not answer and
+        :class:`OmeroError` with the reason for anything else.
+        """
+
+    def describe(self) -> str:
+        """Log in (or reuse the admin session) and say what server this is."""
+
+    def close(self) -> None:
+        """Close the admin session."""
