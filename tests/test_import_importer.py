@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from omero_adi.importing.importer import DataPackageImporter, ImportItem
+from omero_adi.importing.importer import DataPackageImporter, ImportFailed, ImportItem
 from omero_adi.orders import Order, PreprocessingSpec
 from omero_adi.pipeline import OrderContext, OrderFailed, OrderInterrupted
 from omero_adi.settings import Settings
@@ -202,6 +202,15 @@ def test_one_bad_file_among_good_ones(world: World) -> None:
     assert world.checksums() == before
 
 
+def test_a_failed_run_reports_what_it_imported(world: World) -> None:
+    good, bad = world.file("a.tif"), world.file("b_BROKEN.tif")
+    ctx = world.context(world.order(good, bad))
+    with pytest.raises(ImportFailed) as failure:
+        world.importer.import_items(ctx, [ImportItem.of(good), ImportItem.of(bad)])
+    (imported,) = failure.value.imported
+    assert imported.item.path == good and imported.fileset.used_files == (good,)
+
+
 @pytest.mark.parametrize("user, group, expected", [
     ("mallory", "lab", "user 'mallory' does not exist in OMERO"),
     ("bob", "lab", "user 'bob' is not a member of group 'lab'"),
@@ -290,7 +299,7 @@ def test_preprocessing_seam_imports_copies_annotated_as_originals(
                              alt_output_folder="/out", extra_params={"image_uuid": "u-1"})
     order = replace(world.order(original), preprocessing=spec)
     result = world.importer.import_items(world.context(order), [
-        ImportItem(path=copy, origin=original, processing_output={"series": "3"})])
+        ImportItem(path=copy, origin=original, keyvalues={"processing_output_series": "3"})])
     (imported,) = result.filesets
     assert imported.fileset.used_files == (copy,)
     values = _values(world.annotations()[0])

@@ -56,11 +56,15 @@ def import_annotation(
     order: Order,
     filepath: Path,
     *,
-    processing_output: Mapping[str, str],
+    extra: Mapping[str, str],
     metadata: Mapping[str, str],
     timestamp: datetime,
 ) -> dict[str, str]:
-    """The key-values, in their order, for an object imported from ``filepath``."""
+    """The key-values, in their order, for an object imported from ``filepath``.
+
+    ``extra`` are added as named: the ``processing_output_<key>`` values that
+    preprocessing reported for the file.
+    """
     values = {
         "UUID": order.uuid,
         "Filepath": str(filepath),
@@ -74,7 +78,7 @@ def import_annotation(
     if order.preprocessing is not None:
         values.update(order.preprocessing.annotation_fields())
         values["preprocessing_id"] = str(order.preprocessing.id)
-    values.update({f"processing_output_{k}": v for k, v in processing_output.items()})
+    values.update(extra)
     values.update({f"csv_{k}": v for k, v in metadata.items()})
     values["Import_Timestamp"] = timestamp.isoformat()
     return values

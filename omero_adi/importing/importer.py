@@ -44,13 +44,13 @@ class ImportItem:
     A plain order imports its own files (``path == origin``). Preprocessing
     (contracts §5) hands in local copies instead: ``path`` is the copy,
     ``origin`` the order's file it stands for (``Filepath``, where
-    ``metadata.csv`` is looked for), ``processing_output`` the key-values the
-    container reported for it.
+    ``metadata.csv`` is looked for), ``keyvalues`` the fully named key-values
+    the container reported for it (``processing_output_<key>``).
     """
 
     path: Path
     origin: Path
-    processing_output: Mapping[str, str] = field(default_factory=dict)
+    keyvalues: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, path: Path) -> ImportItem:
@@ -85,6 +85,15 @@ class ImportResult:
         )
 
 
+class ImportFailed(OrderFailed):
+    """The importer run did not import everything; ``imported`` is what it did
+    import (e.g. for preprocessing to redirect those filesets' links)."""
+
+    def __init__(self, description: str, imported: Sequence[ImportedFileset]):
+        super().__init__(description)
+        self.imported = tuple(imported)
+
+
 class DataPackageImporter:
     """The daemon's :class:`~omero_adi.pipeline.OrderHandler` for in-place imports."""
 
@@ -109,7 +118,12 @@ class DataPackageImporter:
         self.server.close()
 
     def import_items(self, ctx: OrderContext, items: Sequence[ImportItem]) -> ImportResult:
-        """Import ``items`` for ``ctx.order`` in one importer run and annotate them."""
+        """Import ``items`` for ``ctx.order`` in one importer run and annotate them.
+
+        Raises :class:`OrderFailed` before anything is imported (user, group,
+        destination, OMERO unreachable), :class:`ImportFailed` when the run
+        imported less than everything, :class:`OrderInterrupted` on shutdown.
+        """
         session = self._open_session(ctx)
         try:
             return self._import(ctx, session, items)
@@ -166,7 +180,7 @@ class DataPackageImporter:
         imported, strays = self._match(session, items, run)
         problem = _problem(ctx, items, imported, strays, run)
         if problem:
-            raise OrderFailed(_failure(problem, items, imported, run, files))
+            raise ImportFailed(_failure(problem, items, imported, run, files), imported)
         return ImportResult(tuple(imported), self._annotate(ctx, session, imported))
 
     @staticmethod
@@ -207,7 +221,7 @@ class DataPackageImporter:
             if item.origin not in metadata:
                 metadata[item.origin] = metadata_for(item.origin, ctx.log)
             values = import_annotation(
-                order, item.origin, processing_output=item.processing_output,
+                order, item.origin, extra=item.keyvalues,
                 metadata=metadata[item.origin], timestamp=timestamp,
             )
             for object_id in _targets(entry.fileset, kind):
