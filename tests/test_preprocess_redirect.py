@@ -1,0 +1,176 @@
+"""Link redirection after an in-place import of preprocessed copies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from omero_adi.importing.engines import PodmanCli
+from omero_adi.importing.preprocess import Preprocessed, finish, fileset_dir, preprocess
+from omero_adi.importing.redirect import redirect_links
+from omero_adi.pipeline import OrderFailed
+from tests.podman_fixtures import (  # noqa: F401  (fixtures)
+    digests,
+    make_context,
+    make_order,
+    podman_images,
+    podman_ready,
+    settings_for,
+)
+
+
+def _import_in_place(managed: Path, paths: tuple[Path, ...]) -> list[str]:
+    """What ``--transfer=ln_s`` leaves behind: one folder of links per fileset."""
+    prefixes = []
+    for number, path in enumerate(paths):
+        prefix = f"alice_2/2024-05/0{number + 1}/10-00-00.000"
+        folder = managed / prefix
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            link = folder / (file.relative_to(path.parent))
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(file)
+        prefixes.append(prefix)
+    return prefixes
+
+
+def _targets(managed: Path) -> dict[str, str]:
+    return {
+        str(link.relative_to(managed)): os.readlink(link)
+        for link in sorted(managed.rglob("*")) if link.is_symlink()
+    }
+
+
+@pytest.mark.parametrize("destination_type, saveoption", [("Dataset", "single"),
+                                                         ("Screen", "folder")])
+def test_links_end_in_processed_and_the_local_copy_goes(
+    tmp_path: Path, podman_images: dict[str, str], podman_ready: str,  # noqa: F811
+    destination_type: str, saveoption: str,
+) -> None:
+    files = []
+    for folder in ("a", "b"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        files.append(tmp_path / "data" / folder / f"{folder}.tif")
+        files[-1].write_bytes(folder.encode() * 100)
+    before = digests(tmp_path / "data")
+    order = make_order(files, container=podman_images["convert"],
+                       destination_type=destination_type, extra={"saveoption": saveoption})
+    ctx = make_context(order, settings_for(tmp_path)).ctx
+    result = preprocess(ctx, PodmanCli(podman_ready))
+    managed = Path(ctx.settings.managed_repository)
+    prefixes = _import_in_place(managed, result.import_paths)
+    assert all(t.startswith(str(result.tmp_dir)) for t in _targets(managed).values())
+
+    report = finish(ctx, result, prefixes)
+
+    targets = _targets(managed)
+    assert len(report.switched) == len(targets) == (2 if saveoption == "single" else 4)
+    names = (["{0}.converted.tif"] if saveoption == "single"
+             else ["{0}.plate/A1.tif", "{0}.plate/A2.tif"])
+    assert sorted(targets.values()) == sorted(
+        str(tmp_path / "data" / folder / ".processed" / name.format(folder))
+        for folder in "ab" for name in names
+    )
+    assert not result.tmp_dir.exists() and report.tmp_removed
+    assert digests(tmp_path / "data") == before
+
+
+def _local_copy(tmp_path: Path, names: list[str]) -> tuple[Preprocessed, Path, list[str]]:
+    """A local folder with copies, their durable twins in one original folder, and links."""
+    tmp_dir, original = tmp_path / "inplace" / "order", tmp_path / "data"
+    for name in names:
+        for folder in (tmp_dir, original / ".processed"):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(name)
+    origins = {tmp_dir / name: original for name in names}
+    result = Preprocessed(tmp_dir, (), origins)
+    managed = tmp_path / "ManagedRepository"
+    prefixes = _import_in_place(managed, tuple(tmp_dir / n for n in names))
+    return result, managed, prefixes
+
+
+def test_missing_durable_copy_switches_nothing_for_that_link(tmp_path: Path) -> None:
+    result, managed, prefixes = _local_copy(tmp_path, ["x.tif", "y.tif", "plate/w.tif"])
+    (tmp_path / "data" / ".processed" / "y.tif").unlink()
+    report = redirect_links([managed / p for p in prefixes], result.tmp_dir, result.durable_for)
+    assert not report.complete and not report.tmp_removed
+    assert [s.link.name for s in report.switched] == ["x.tif", "w.tif"]
+    (problem,) = report.problems
+    assert problem.link.name == "y.tif" and "does not exist" in problem.reason
+    assert "2 link(s) switched" in report.summary() and "y.tif" in report.summary()
+    # every link still points at an existing file; the local copies are kept
+    assert all(Path(t).is_file() for t in _targets(managed).values())
+    assert _targets(managed)[f"{prefixes[1]}/y.tif"] == str(result.tmp_dir / "y.tif")
+    # once the durable copy is there, running it again finishes the job
+    (tmp_path / "data" / ".processed" / "y.tif").write_text("y.tif")
+    again = redirect_links([managed / p for p in prefixes], result.tmp_dir, result.durable_for)
+    assert again.complete and [s.link.name for s in again.switched] == ["y.tif"]
+    assert not result.tmp_dir.exists()
+
+
+def test_finish_fails_the_order_and_keeps_the_local_copy(tmp_path: Path) -> None:
+    result, managed, prefixes = _local_copy(tmp_path, ["x.tif"])
+    (tmp_path / "data" / ".processed" / "x.tif").unlink()
+    order = make_order([tmp_path / "data" / "x.tif"], container="c")
+    ctx = make_context(order, settings_for(tmp_path)).ctx
+    with pytest.raises(OrderFailed, match="redirection is incomplete: 0 link.*x.tif"):
+        finish(ctx, result, prefixes)
+    assert result.tmp_dir.exists()
+
+
+def test_switch_is_atomic_and_leaves_no_temporary_links(tmp_path: Path) -> None:
+    result, managed, prefixes = _local_copy(tmp_path, ["x.tif"])
+    link = managed / prefixes[0] / "x.tif"
+    inode_parent = os.listdir(link.parent)
+    redirect_links([managed / prefixes[0]], result.tmp_dir, result.durable_for)
+    assert os.listdir(link.parent) == inode_parent
+    assert os.readlink(link) == str(tmp_path / "data" / ".processed" / "x.tif")
+
+
+def test_failure_half_way_leaves_every_link_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, managed, prefixes = _local_copy(tmp_path, ["x.tif", "y.tif"])
+    real_replace = os.replace
+
+    def replace(source: str, destination: str) -> None:
+        if Path(destination).name == "y.tif":
+            raise PermissionError(13, "Permission denied")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace)
+    report = redirect_links([managed / p for p in prefixes], result.tmp_dir, result.durable_for)
+    assert [s.link.name for s in report.switched] == ["x.tif"]
+    assert "could not switch: Permission denied" in report.problems[0].reason
+    assert all(Path(t).is_file() for t in _targets(managed).values())
+    assert not [n for n in os.listdir(managed / prefixes[1]) if n != "y.tif"]
+    assert result.tmp_dir.exists()
+
+
+def test_links_elsewhere_are_left_alone(tmp_path: Path) -> None:
+    result, managed, prefixes = _local_copy(tmp_path, ["x.tif"])
+    other = tmp_path / "elsewhere.tif"
+    other.write_text("other")
+    (managed / prefixes[0] / "other.tif").symlink_to(other)
+    report = redirect_links([managed / prefixes[0]], result.tmp_dir, result.durable_for)
+    assert [s.link.name for s in report.switched] == ["x.tif"]
+    assert os.readlink(managed / prefixes[0] / "other.tif") == str(other)
+
+
+def test_missing_fileset_folder_is_reported(tmp_path: Path) -> None:
+    result, managed, _ = _local_copy(tmp_path, ["x.tif"])
+    report = redirect_links([managed / "nope"], result.tmp_dir, result.durable_for)
+    assert "fileset folder not found" in report.summary() and result.tmp_dir.exists()
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "a/../../etc", "../x"])
+def test_template_prefix_must_stay_inside_managed_repository(prefix: str) -> None:
+    with pytest.raises(OrderFailed, match="templatePrefix"):
+        fileset_dir(Path("/OMERO/ManagedRepository"), prefix)
+
+
+def test_template_prefix_maps_to_its_folder() -> None:
+    assert fileset_dir(Path("/m"), "alice_2/2024-05/01/10-00-00.000/") == Path(
+        "/m/alice_2/2024-05/01/10-00-00.000")
