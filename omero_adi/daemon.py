@@ -162,7 +162,7 @@ class Daemon:
         listening = False
         while not self.stopping.is_set():
             if self.listener is not None and not listening and self.listener.connect():
-                selector.register(self.listener.connection, selectors.EVENT_READ, "notify")
+                selector.register(self.listener.fileno(), selectors.EVENT_READ, "notify")
                 listening, wanted = True, True  # catch up on anything sent while away
             now = time.monotonic()
             if poll.fire(now):
@@ -184,7 +184,7 @@ class Daemon:
                     if self.listener.drain():
                         wanted = True
                     else:
-                        selector.unregister(key.fileobj)
+                        selector.unregister(key.fd)
                         listening = False
         selector.close()
 

@@ -1,0 +1,76 @@
+"""Small helpers shared by the daemon tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import sqlalchemy as sa
+
+from omero_adi.daemon import Daemon
+from omero_adi.pipeline import OrderHandler
+from omero_adi.settings import Settings
+
+INSERT = sa.text(
+    "INSERT INTO imports (group_name, user_name, destination_id, destination_type, stage, "
+    "uuid, files, file_names, preprocessing_id) VALUES (:group, :user, :dest, :type, "
+    "'Import Pending', :uuid, :files, :file_names, :pre)"
+)
+
+
+def insert_order(engine: sa.Engine, uuid: str, files: Any, **fields: Any) -> None:
+    """A Pending order by plain SQL, as scripts and the web plugin write them."""
+    values = {
+        "group": "lab", "user": "alice", "dest": "1", "type": "Dataset", "uuid": uuid,
+        "files": files if isinstance(files, str) else json.dumps(files),
+        "file_names": None, "pre": None,
+    }
+    values.update(fields)
+    with engine.begin() as connection:
+        connection.execute(INSERT, values)
+
+
+def stages(engine: sa.Engine, uuid: str) -> list[tuple[str, str | None]]:
+    with engine.connect() as connection:
+        return [
+            (r.stage, r.description)
+            for r in connection.execute(
+                sa.text("SELECT stage, description FROM imports WHERE uuid = :u ORDER BY id"),
+                {"u": uuid},
+            )
+        ]
+
+
+def current_stage(engine: sa.Engine, uuid: str) -> str | None:
+    history = stages(engine, uuid)
+    return history[-1][0] if history else None
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def running_daemon(
+    settings: Settings, engine: sa.Engine, handler: OrderHandler, **options: Any
+) -> Iterator[Daemon]:
+    daemon = Daemon(settings, engine, handler, **options)
+    thread = threading.Thread(target=daemon.run, name="daemon-under-test")
+    thread.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "daemon did not stop"

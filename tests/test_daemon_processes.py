@@ -1,0 +1,122 @@
+"""Several daemon processes on one PostgreSQL database: real races, real kills."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from omero_adi.settings import build_settings
+from omero_adi.store.models import STAGE_IMPORTED, STAGE_INGEST_FAILED, STAGE_INGEST_STARTED
+from omero_adi.store.session import open_store
+from tests.helpers import current_stage, insert_order, stages, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Daemons:
+    """Starts tests/daemon_proc.py processes and stops whatever is left."""
+
+    def __init__(self, url: str, base: Path, record: Path, log_dir: Path):
+        self.url, self.base, self.record, self.log_dir = url, base, record, log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *extra: str) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"daemon-{len(self.processes)}.log", "wb")
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "daemon_proc.py"), self.url, str(self.base),
+             str(self.record), *extra],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def runs(self) -> collections.Counter[str]:
+        """How often the handler ran each order, across all processes."""
+        if not self.record.exists():
+            return collections.Counter()
+        return collections.Counter(line.split()[1] for line in self.record.read_text().splitlines())
+
+
+@pytest.fixture
+def setup(make_pg_database, tmp_path: Path) -> Iterator[tuple[sa.Engine, Path, Daemons]]:
+    url = make_pg_database()
+    base = tmp_path / "data"
+    base.mkdir()
+    (base / "image.tif").write_bytes(b"pixels")
+    engine = open_store(build_settings({"ingest_tracking_db": url}, {}))
+    daemons = Daemons(url, base, tmp_path / "runs.txt", tmp_path)
+    yield engine, base, daemons
+    daemons.stop_all()
+    engine.dispose()
+
+
+def _count(engine: sa.Engine, stage: str) -> int:
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.text("SELECT count(*) FROM imports WHERE stage = :s"), {"s": stage}).scalar_one()
+
+
+def test_four_daemons_run_each_of_300_orders_exactly_once(setup) -> None:
+    engine, base, daemons = setup
+    for _ in range(4):
+        daemons.start("--workers", "3")
+    orders = [f"race-{n:03d}" for n in range(300)]
+    for uuid in orders:
+        insert_order(engine, uuid, [str(base / "image.tif")])
+    wait_for(lambda: _count(engine, STAGE_IMPORTED) == 300, timeout=120, what="300 completions")
+    runs = daemons.runs()
+    assert set(runs) == set(orders)
+    assert max(runs.values()) == 1, [u for u, n in runs.items() if n > 1]
+    assert _count(engine, STAGE_INGEST_STARTED) == 300
+    pids = {line.split()[0] for line in daemons.record.read_text().splitlines()}
+    assert len(pids) > 1, "the race needs more than one daemon taking part"
+
+
+def test_kill_9_mid_order_then_restart_finalises_it_without_running_it_again(
+    setup, tmp_path: Path
+) -> None:
+    engine, base, daemons = setup
+    first = daemons.start("--block-on", str(tmp_path / "never"))
+    insert_order(engine, "victim", [str(base / "image.tif")])
+    wait_for(lambda: daemons.runs()["victim"] == 1, what="the order to start")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert current_stage(engine, "victim") == STAGE_INGEST_STARTED
+    daemons.start()  # same host, new process: sees the dead pid at once
+    wait_for(lambda: current_stage(engine, "victim") == STAGE_INGEST_FAILED, what="recovery")
+    description = stages(engine, "victim")[-1][1]
+    assert description.startswith("interrupted") and "retry" in description
+    insert_order(engine, "next", [str(base / "image.tif")])
+    wait_for(lambda: current_stage(engine, "next") == STAGE_IMPORTED, what="service resumed")
+    assert daemons.runs()["victim"] == 1
+
+
+def test_sigterm_during_a_long_order_records_interrupted_by_shutdown(
+    setup, tmp_path: Path
+) -> None:
+    engine, base, daemons = setup
+    daemon = daemons.start("--block-on", str(tmp_path / "never"))
+    insert_order(engine, "long", [str(base / "image.tif")])
+    wait_for(lambda: daemons.runs()["long"] == 1, what="the order to start")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+    stage, description = stages(engine, "long")[-1]
+    assert stage == STAGE_INGEST_FAILED and description.startswith("interrupted by shutdown")
