@@ -98,10 +98,10 @@ class Settings:
         60.0,
         "A claimed order whose daemon sent no heartbeat for this many seconds "
         "is considered interrupted.",
-        minimum=1.0,
+        minimum=0.1,
     )
     recovery_interval: float = _setting(
-        60.0, "Seconds between looks for interrupted orders.", minimum=1.0
+        60.0, "Seconds between looks for interrupted orders.", minimum=0.1
     )
     requeue_interrupted: bool = _setting(
         False, "Re-queue interrupted orders instead of failing them."
