@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import fsspec
 import pytest
@@ -13,6 +13,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from omero_adi.importing.zarr_meta import ZarrError, ZarrImage, ZarrSource, read_zarr
 
 FORMATS = pytest.mark.parametrize("zarr_format", [2, 3])
+ZarrFormat = Literal[2, 3]
 
 
 # --- store builders (also used by test_zarr_register) ------------------------
@@ -53,11 +54,11 @@ def write_image(
     set_ngff(group, attrs)
 
 
-def new_store(path: Path, zarr_format: int) -> zarr.Group:
+def new_store(path: Path, zarr_format: ZarrFormat) -> zarr.Group:
     return zarr.open_group(path, mode="w", zarr_format=zarr_format)
 
 
-def write_bioformats2raw(path: Path, zarr_format: int, layout: int = 3,
+def write_bioformats2raw(path: Path, zarr_format: ZarrFormat, layout: int = 3,
                          ome_xml: str | None = None, series_attr: bool = False) -> None:
     """A collection of two series: 0 (uint8, 3 channels) and 1 (float32, 2D)."""
     root = new_store(path, zarr_format)
@@ -71,11 +72,11 @@ def write_bioformats2raw(path: Path, zarr_format: int, layout: int = 3,
         (path / "OME" / "METADATA.ome.xml").write_text(ome_xml)
 
 
-def write_plate(path: Path, zarr_format: int, rows: str = "AB", columns: str = "123",
+def write_plate(path: Path, zarr_format: ZarrFormat, rows: str = "AB", columns: str = "123",
                 fields: int = 2) -> None:
     """An HCS plate, every well filled, each field a (c=2, y=8, x=8) int16 image."""
     root = new_store(path, zarr_format)
-    wells = [{"path": f"{r}/{c}", "rowIndex": ri, "columnIndex": ci}
+    wells: list[dict[str, Any]] = [{"path": f"{r}/{c}", "rowIndex": ri, "columnIndex": ci}
              for ri, r in enumerate(rows) for ci, c in enumerate(columns)]
     set_ngff(root, {"plate": {
         "name": "test plate",
@@ -91,6 +92,14 @@ def write_plate(path: Path, zarr_format: int, rows: str = "AB", columns: str = "
             write_image(root, f"{well['path']}/{f}", shape=(2, 8, 8), axes="cyx", dtype="int16")
 
 
+def rewrite_wells(store: Path, change: Callable[[list[dict[str, Any]]], list[Any]]) -> None:
+    """Replace the plate's well list (a v2 store) by ``change(wells)``."""
+    group = zarr.open_group(store, mode="a", zarr_format=2)
+    plate: dict[str, Any] = group.attrs.asdict()["plate"]  # type: ignore[assignment]
+    plate["wells"] = change(plate["wells"])
+    group.attrs["plate"] = plate
+
+
 def local(path: Path) -> ZarrSource:
     return ZarrSource(str(path))
 
@@ -101,7 +110,9 @@ def dims(image: ZarrImage) -> tuple[int, int, int, int, int]:
 
 # --- images ----------------------------------------------------------------
 @FORMATS
-def test_single_image_dimensions_pixel_type_and_channels(tmp_path: Path, zarr_format: int) -> None:
+def test_single_image_dimensions_pixel_type_and_channels(
+    tmp_path: Path, zarr_format: ZarrFormat
+) -> None:
     store = tmp_path / "cells.ome.zarr"
     write_image(new_store(store, zarr_format), channels=["DAPI", "GFP", "RFP"], name="cells")
 
@@ -151,7 +162,7 @@ OME_XML = """<?xml version="1.0" encoding="UTF-8"?>
 @FORMATS
 @pytest.mark.parametrize("how", ["numbered groups", "OME series attribute", "OME-XML"])
 def test_bioformats2raw_layout_one_image_per_series(
-    tmp_path: Path, zarr_format: int, how: str
+    tmp_path: Path, zarr_format: ZarrFormat, how: str
 ) -> None:
     store = tmp_path / "converted.zarr"
     write_bioformats2raw(store, zarr_format, series_attr=how == "OME series attribute",
@@ -182,7 +193,7 @@ def test_bioformats2raw_series_listed_but_missing(tmp_path: Path) -> None:
 
 # --- plates ------------------------------------------------------------------
 @FORMATS
-def test_plate_geometry_wells_and_fields(tmp_path: Path, zarr_format: int) -> None:
+def test_plate_geometry_wells_and_fields(tmp_path: Path, zarr_format: ZarrFormat) -> None:
     store = tmp_path / "plate.zarr"
     write_plate(store, zarr_format)
 
@@ -204,17 +215,14 @@ def test_plate_geometry_wells_and_fields(tmp_path: Path, zarr_format: int) -> No
 def test_plate_wells_without_indices_are_placed_by_path(tmp_path: Path) -> None:
     store = tmp_path / "plate.zarr"
     write_plate(store, 2)
-    group = zarr.open_group(store, mode="a", zarr_format=2)
-    plate = dict(group.attrs["plate"])
-    plate["wells"] = [{"path": w["path"]} for w in plate["wells"]]
-    group.attrs["plate"] = plate
+    rewrite_wells(store, lambda wells: [{"path": w["path"]} for w in wells])
     wells = read_zarr(local(store)).plate.wells  # type: ignore[union-attr]
     assert [(w.path, w.row, w.column) for w in wells][-1] == ("B/3", 1, 2)
 
 
 # --- malformed or unsupported -----------------------------------------------
 @FORMATS
-def test_no_multiscales(tmp_path: Path, zarr_format: int) -> None:
+def test_no_multiscales(tmp_path: Path, zarr_format: ZarrFormat) -> None:
     store = tmp_path / "empty.zarr"
     new_store(store, zarr_format).attrs["something"] = "else"
     with pytest.raises(ZarrError, match="no OME-Zarr metadata"):
@@ -222,7 +230,7 @@ def test_no_multiscales(tmp_path: Path, zarr_format: int) -> None:
 
 
 @FORMATS
-def test_unknown_bioformats2raw_layout_version(tmp_path: Path, zarr_format: int) -> None:
+def test_unknown_bioformats2raw_layout_version(tmp_path: Path, zarr_format: ZarrFormat) -> None:
     store = tmp_path / "future.zarr"
     write_bioformats2raw(store, zarr_format, layout=9)
     with pytest.raises(ZarrError, match=r"bioformats2raw.layout version 9 .*only 3 is known"):
@@ -280,10 +288,7 @@ def test_plate_well_outside_the_plate_or_missing(tmp_path: Path, extra_well: dic
                                                  reason: str) -> None:
     store = tmp_path / "plate.zarr"
     write_plate(store, 2, rows="A", columns="1", fields=1)
-    group = zarr.open_group(store, mode="a", zarr_format=2)
-    plate = dict(group.attrs["plate"])
-    plate["wells"] = [*plate["wells"], extra_well]
-    group.attrs["plate"] = plate
+    rewrite_wells(store, lambda wells: [*wells, extra_well])
     with pytest.raises(ZarrError, match=reason):
         read_zarr(local(store))
 

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import zarr
+from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import GroupNotFoundError
@@ -150,7 +151,7 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     return (*errors, BotoCoreError)
 
 
-def open_store(source: ZarrSource) -> zarr.abc.store.Store:
+def open_store(source: ZarrSource) -> Store:
     """A read-only store for ``source`` (nothing is read yet)."""
     if source.is_s3:
         return FsspecStore.from_url(
