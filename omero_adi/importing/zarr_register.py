@@ -1,0 +1,116 @@
+"""Register OME-Zarr stores in OMERO instead of importing them (``use_register_zarr``).
+
+:func:`split_paths` picks the ``.zarr`` paths of an order; :func:`register_zarr`
+reads every store first (a bad one fails the order before anything is
+created), then creates images or plates through a :class:`ZarrBoundary`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence, TypeVar
+
+from omero_adi.importing.zarr_meta import (
+    ZarrContent,
+    ZarrError,
+    ZarrImage,
+    ZarrPlate,
+    ZarrSource,
+    read_zarr,
+)
+from omero_adi.orders import Order
+from omero_adi.pipeline import OrderFailed
+from omero_adi.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SessionT = TypeVar("SessionT", contravariant=True)
+
+
+class ZarrBoundary(Protocol[SessionT]):
+    """What the OMERO boundary provides to register Zarr (needs omero-zarr-pixel-buffer)."""
+
+    def create_image_from_zarr(self, session: SessionT, image: ZarrImage, dataset_id: int) -> int:
+        """Create an Image whose pixels are read from ``image.uri``, link it to the
+        Dataset, return its id."""
+        ...
+
+    def create_plate_from_zarr(self, session: SessionT, plate: ZarrPlate, screen_id: int) -> int:
+        """Create the Plate with its wells and one Image per field (each reading from
+        its ``uri``), link it to the Screen, return the Plate id."""
+        ...
+
+
+@dataclass(frozen=True)
+class RegisteredZarr:
+    """What one store became, shaped like an importer fileset result."""
+
+    path: str
+    image_ids: tuple[int, ...]
+    plate_ids: tuple[int, ...] = ()
+
+
+def zarr_uri(path: Path | str) -> str:
+    """The path as text; ``Path`` collapses ``s3://`` to ``s3:/``, so restore it."""
+    text = str(path)
+    if text.startswith("s3:/") and not text.startswith("s3://"):
+        return "s3://" + text[len("s3:/"):]
+    return text
+
+
+def is_zarr(path: Path | str) -> bool:
+    return zarr_uri(path).rstrip("/").lower().endswith(".zarr")
+
+
+def split_paths(order: Order, settings: Settings) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    """(paths to register, paths to import): ``.zarr`` is registered only when switched on."""
+    if not settings.use_register_zarr:
+        return (), order.files
+    return (
+        tuple(zarr_uri(p) for p in order.files if is_zarr(p)),
+        tuple(p for p in order.files if not is_zarr(p)),
+    )
+
+
+def read_contents(order: Order, uris: Sequence[str], settings: Settings) -> list[ZarrContent]:
+    """Read every store and check it fits the order's destination, or fail the order."""
+    contents = []
+    for uri in uris:
+        source = ZarrSource(uri, settings.zarr_s3_endpoint, settings.zarr_s3_anonymous)
+        try:
+            content = read_zarr(source)
+        except ZarrError as exc:
+            raise OrderFailed(f"cannot register {exc}") from exc
+        if content.plate is not None and order.destination_type != "Screen":
+            raise OrderFailed(f"{uri} is a plate: order it into a Screen, not a Dataset")
+        if content.plate is None and order.destination_type != "Dataset":
+            raise OrderFailed(f"{uri} holds images, not a plate: order it into a Dataset")
+        contents.append(content)
+    return contents
+
+
+def register_zarr(
+    order: Order,
+    uris: Sequence[str],
+    settings: Settings,
+    boundary: ZarrBoundary[SessionT],
+    session: SessionT,
+) -> list[RegisteredZarr]:
+    """Create the OMERO objects for each store, linked to the order's destination."""
+    results = []
+    for content in read_contents(order, uris, settings):
+        uri = content.source.uri
+        if content.plate is not None:
+            plate_id = boundary.create_plate_from_zarr(session, content.plate, order.destination_id)
+            results.append(RegisteredZarr(uri, image_ids=(), plate_ids=(plate_id,)))
+            log.info("registered %s as Plate:%d", uri, plate_id)
+        else:
+            ids = tuple(
+                boundary.create_image_from_zarr(session, image, order.destination_id)
+                for image in content.images
+            )
+            results.append(RegisteredZarr(uri, image_ids=ids))
+            log.info("registered %s as Image:%s", uri, ",".join(map(str, ids)))
+    return results
