@@ -1,5 +1,7 @@
 """Real Podman for the preprocessing tests: provisioning, test images, API service.
 
+Also the helpers those tests share: orders with preprocessing, a recording
+:class:`OrderContext`, settings with local folders, digests of originals.
 Import the fixtures into a test module (``from tests.podman_fixtures import
 ...``). Without a working Podman the fixtures fail the tests loudly: they
 never skip.

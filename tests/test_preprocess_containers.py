@@ -100,7 +100,7 @@ def test_keep_id_is_passed_to_both_engines(tmp_path: Path, image_file: Path) -> 
     assert "--userns=keep-id" in argv
     assert argv.index("--userns=keep-id") < argv.index(run.image)
     assert argv[argv.index(run.image) + 1:] == list(run.args)
-    assert PodmanApi(client=None, url="unix:///x").create_kwargs(run)["userns_mode"] == "keep-id"
+    assert PodmanApi("unix:///x").create_kwargs(run)["userns_mode"] == "keep-id"
 
 
 def test_cli_mounts_originals_read_only(tmp_path: Path, image_file: Path) -> None:

@@ -52,7 +52,8 @@ def _preprocess(tmp_path: Path, files: list[Path], image: str, engine: Container
                 **kwargs: object) -> tuple[Recorded, Preprocessed]:
     settings_overrides = kwargs.pop("settings", {})
     order = make_order(files, container=image, **kwargs)  # type: ignore[arg-type]
-    recorded = make_context(order, settings_for(tmp_path, **settings_overrides))  # type: ignore[arg-type]
+    settings = settings_for(tmp_path, **settings_overrides)  # type: ignore[arg-type]
+    recorded = make_context(order, settings)
     return recorded, preprocess(recorded.ctx, engine)
 
 
@@ -74,14 +75,15 @@ def test_converter_writes_both_copies_and_reports_keyvalues(
     assert result.import_paths == (local / "one.converted.tif", local / "two.converted.tif")
     for original, output in zip(originals, result.outputs):
         durable = original.parent / ".processed" / output.path.name
-        assert durable.read_bytes() == output.path.read_bytes() == b"converted " + original.read_bytes()
+        expected = b"converted " + original.read_bytes()
+        assert durable.read_bytes() == output.path.read_bytes() == expected
         assert output.source == original
         assert output.keyvalues == {"processing_output_source": original.name,
                                     "processing_output_saveoption": "single"}
         assert result.keyvalues_for(output.path) == output.keyvalues
         assert result.durable_for(output.path) == durable
     assert _data_digests(tmp_path) == before
-    assert f"[one.tif stderr] converting /data/one.tif" in caplog.text
+    assert "[one.tif stderr] converting /data/one.tif" in caplog.text
     assert "[two.tif stdout] progress: done" in caplog.text
 
 
@@ -94,7 +96,8 @@ def test_folder_outputs_map_every_file_to_its_durable_copy(
     plate = result.tmp_dir / "one.plate"
     assert result.import_paths == (plate,)
     assert result.keyvalues_for(plate / "A1.tif")["processing_output_saveoption"] == "folder"
-    assert result.durable_for(plate / "A2.tif") == originals[0].parent / ".processed/one.plate/A2.tif"
+    durable = originals[0].parent / ".processed" / "one.plate" / "A2.tif"
+    assert result.durable_for(plate / "A2.tif") == durable
 
 
 def test_without_json_the_whole_local_folder_is_imported(
@@ -190,7 +193,8 @@ def test_disallowed_image_fails_before_anything_runs(
     engine: ContainerEngine,
 ) -> None:
     order = make_order(originals, container=podman_images["convert"])
-    recorded = make_context(order, settings_for(tmp_path, allowed_containers=["cellularimagingcf/*"]))
+    settings = settings_for(tmp_path, allowed_containers=["cellularimagingcf/*"])
+    recorded = make_context(order, settings)
     with pytest.raises(OrderFailed, match="not allowed"):
         preprocess(recorded.ctx, engine)
     assert recorded.stages == []

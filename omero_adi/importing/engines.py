@@ -20,12 +20,14 @@ from typing import Any, Iterable, Mapping, Protocol
 
 from omero_adi.importing.containers import ContainerRun
 from omero_adi.pipeline import OrderFailed
-from omero_adi.process import CHECK_INTERVAL, run_process
+from omero_adi.process import run_process
 from omero_adi.settings import Settings
 
 #: The sockets a Podman API service usually listens on.
 ROOT_SOCKET = "unix:///run/podman/podman.sock"
 USER_SOCKET = "unix://{runtime}/podman/podman.sock"
+#: Seconds one API wait lasts before the time limit and cancellation are checked.
+WAIT_POLL = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ def _decode(chunks: bytes | Iterable[bytes]) -> str:
 class PodmanApi:
     """Containers through the Podman API service, with podman-py."""
 
-    def __init__(self, client: Any, url: str):
-        self.client = client
+    def __init__(self, url: str):
+        self.url = url
         self.description = f"Podman API at {url}"
 
     @classmethod
@@ -63,14 +65,11 @@ class PodmanApi:
         from podman import PodmanClient
         from podman.errors import APIError
 
-        client = PodmanClient(base_url=url)
         try:
-            if client.ping():
-                return cls(client, url)
-        except (APIError, OSError):
-            pass
-        client.close()
-        return None
+            with PodmanClient(base_url=url) as client:
+                return cls(url) if client.ping() else None
+        except (APIError, OSError, ValueError):
+            return None
 
     def create_kwargs(self, run: ContainerRun) -> dict[str, Any]:
         """The arguments of ``containers.create`` for ``run``."""
@@ -90,17 +89,27 @@ class PodmanApi:
     def run(
         self, run: ContainerRun, *, timeout: float, cancelled: threading.Event
     ) -> ContainerOutput:
+        from podman import PodmanClient
         from podman.errors import APIError
 
-        try:
-            if not self.client.images.exists(run.image):
-                self.client.images.pull(run.image)
-            container = self.client.containers.create(run.image, **self.create_kwargs(run))
-        except APIError as exc:
-            raise OrderFailed(
-                f"Podman could not create the container {run.image} for {run.source.name}: "
-                f"{exc.explanation or exc}"
-            ) from exc
+        with PodmanClient(base_url=self.url) as client:
+            try:
+                if not client.images.exists(run.image):
+                    client.images.pull(run.image)
+                container = client.containers.create(run.image, **self.create_kwargs(run))
+            except APIError as exc:
+                raise OrderFailed(
+                    f"Podman could not create the container {run.image} for "
+                    f"{run.source.name}: {exc.explanation or exc}"
+                ) from exc
+            return self._run_created(container, run, timeout, cancelled)
+
+    def _run_created(
+        self, container: Any, run: ContainerRun, timeout: float, cancelled: threading.Event
+    ) -> ContainerOutput:
+        """Start, wait, read the output, and always remove the container."""
+        from podman.errors import APIError
+
         try:
             container.start()
             exit_code, timed_out, was_cancelled = self._wait(container, timeout, cancelled)
@@ -131,7 +140,7 @@ class PodmanApi:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return int(container.wait(timeout=max(CHECK_INTERVAL, 1.0))), False, False
+                return int(container.wait(timeout=WAIT_POLL)), False, False
             except APIError as exc:
                 if not isinstance(exc.__cause__, Timeout):
                     raise
@@ -177,7 +186,7 @@ class PodmanCli:
         if finished.timed_out or finished.cancelled:
             # Killing the client leaves the container behind: remove it too.
             subprocess.run(
-                [self.executable, "rm", "--force", "--ignore", run.name],
+                [self.executable, "rm", "--force", "--ignore", "--time", "0", run.name],
                 capture_output=True, timeout=120, check=False,
             )
             return ContainerOutput(None, stdout, stderr, finished.timed_out, finished.cancelled)

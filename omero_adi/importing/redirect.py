@@ -99,7 +99,7 @@ def redirect_links(
     reported; ``tmp_dir`` is deleted only when every link was switched.
     """
     report = RedirectReport()
-    tmp_forms = list(dict.fromkeys([Path(os.path.normpath(tmp_dir)), Path(os.path.realpath(tmp_dir))]))
+    tmp_forms = list(dict.fromkeys(Path(f(tmp_dir)) for f in (os.path.normpath, os.path.realpath)))
     plan: list[Switch] = []
     for directory in fileset_dirs:
         if not directory.is_dir():
