@@ -172,26 +172,26 @@ class BlitzUserSession:
 
     def check_destination(self, kind: DestinationType, object_id: int) -> None:
         with _translated(self.where):
-            found = self._conn.getObject(kind, object_id, opts={"group": "-1"})
+            found = self._conn.getObject(kind, object_id)  # looks in the session's group
             if found is None:
-                raise OmeroError(
-                    f"{kind} {object_id} does not exist (or user {self.user!r} cannot see it)"
-                )
-            owner_group = found.getDetails().getGroup()
-            if owner_group.getId() != self.group_id:
-                raise OmeroError(
-                    f"{kind} {object_id} is in group {owner_group.getName()!r}, not in the "
-                    f"order's group {self.group!r}"
-                )
+                groups = self._project(
+                    f"select o.details.group.name from {kind} o where o.id = :id", object_id)
+                if not groups:
+                    raise OmeroError(
+                        f"{kind} {object_id} does not exist (or user {self.user!r} cannot see it)"
+                    )
+                raise OmeroError(f"{kind} {object_id} is in group {groups[0]!r}, not in the "
+                                 f"order's group {self.group!r}")
             if not found.canLink():
                 raise OmeroError(
                     f"user {self.user!r} may not add data to {kind} {object_id} "
                     f"(owned by {found.getOwnerOmeName()!r})"
                 )
 
-    def _project(self, hql: str, fileset_id: int) -> list[Any]:
+    def _project(self, hql: str, object_id: int) -> list[Any]:
+        """The first column of an HQL projection with ``:id``, across the user's groups."""
         params = self._m.omero.sys.ParametersI()
-        params.addId(fileset_id)
+        params.addId(object_id)
         rows = self._conn.getQueryService().projection(hql, params, ALL_GROUPS)
         return [self._m.omero.rtypes.unwrap(row[0]) for row in rows]
 
@@ -220,8 +220,11 @@ class BlitzUserSession:
         self, kind: AnnotatedType, object_id: int, namespace: str, values: Mapping[str, str]
     ) -> int:
         with _translated(self.where) as m:
-            return int(m.ezomero.post_map_annotation(self._conn, kind, object_id, dict(values),
-                                                     namespace))
+            annotation_id = m.ezomero.post_map_annotation(
+                self._conn, kind, object_id, dict(values), namespace)
+        if annotation_id is None:  # ezomero's answer when the object is not found
+            raise OmeroError(f"{kind} {object_id} was not found to annotate")
+        return int(annotation_id)
 
     def close(self) -> None:
         with _translated(self.where):
