@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from omero_adi.importing.engines import ContainerEngine, PodmanApi, PodmanCli, connect
-from omero_adi.importing.preprocess import STAGE_PREPROCESSING, Preprocessed, preprocess
+from omero_adi.importing.preprocess import (
+    STAGE_PREPROCESSING,
+    LocalOutput,
+    Preprocessed,
+    preprocess,
+)
 from omero_adi.pipeline import OrderFailed
 from tests.podman_fixtures import (  # noqa: F401  (fixtures)
     Recorded,
@@ -57,6 +62,10 @@ def _preprocess(tmp_path: Path, files: list[Path], image: str, engine: Container
     return recorded, preprocess(recorded.ctx, engine)
 
 
+def _paths(result: Preprocessed) -> tuple[Path, ...]:
+    return tuple(output.path for output in result.to_import)
+
+
 def _data_digests(tmp_path: Path) -> dict[str, str]:
     return digests(tmp_path / "data")
 
@@ -72,7 +81,7 @@ def test_converter_writes_both_copies_and_reports_keyvalues(
     assert [stage for stage, _ in recorded.stages] == [STAGE_PREPROCESSING]
     local = result.tmp_dir
     assert local == tmp_path / "inplace" / recorded.ctx.order.uuid
-    assert result.import_paths == (local / "one.converted.tif", local / "two.converted.tif")
+    assert _paths(result) == (local / "one.converted.tif", local / "two.converted.tif")
     for original, output in zip(originals, result.outputs):
         durable = original.parent / ".processed" / output.path.name
         expected = b"converted " + original.read_bytes()
@@ -80,7 +89,6 @@ def test_converter_writes_both_copies_and_reports_keyvalues(
         assert output.source == original
         assert output.keyvalues == {"processing_output_source": original.name,
                                     "processing_output_saveoption": "single"}
-        assert result.keyvalues_for(output.path) == output.keyvalues
         assert result.durable_for(output.path) == durable
     assert _data_digests(tmp_path) == before
     assert "[one.tif stderr] converting /data/one.tif" in caplog.text
@@ -94,8 +102,8 @@ def test_folder_outputs_map_every_file_to_its_durable_copy(
     _, result = _preprocess(tmp_path, originals[:1], podman_images["convert"], engine,
                             extra={"saveoption": "folder"})
     plate = result.tmp_dir / "one.plate"
-    assert result.import_paths == (plate,)
-    assert result.keyvalues_for(plate / "A1.tif")["processing_output_saveoption"] == "folder"
+    assert _paths(result) == (plate,)
+    assert result.outputs[0].keyvalues["processing_output_saveoption"] == "folder"
     durable = originals[0].parent / ".processed" / "one.plate" / "A2.tif"
     assert result.durable_for(plate / "A2.tif") == durable
 
@@ -107,8 +115,7 @@ def test_without_json_the_whole_local_folder_is_imported(
     caplog.set_level("INFO")
     _, result = _preprocess(tmp_path, originals, podman_images["convert"], engine,
                             extra={"mode": "nojson"})
-    assert result.import_paths == (result.tmp_dir,)
-    assert result.keyvalues_for(result.tmp_dir / "one.converted.tif") == {}
+    assert result.to_import == (LocalOutput(result.tmp_dir, originals[0], {}),)
     assert result.durable_for(result.tmp_dir / "two.converted.tif") == (
         originals[1].parent / ".processed" / "two.converted.tif")
     assert "importing the whole local folder" in caplog.text
@@ -167,7 +174,7 @@ def test_misbehaving_container_cannot_touch_originals_or_the_host(
     assert not (originals[0].parent / "planted.txt").exists()
     assert not Path("/escaped").exists()
     assert not Path("/etc/escaped").exists()
-    assert result.import_paths == (result.tmp_dir / "passwd.txt",)
+    assert _paths(result) == (result.tmp_dir / "passwd.txt",)
 
 
 def test_reported_path_outside_the_alt_folder_fails(

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
 from omero_adi.importing.engines import PodmanCli
-from omero_adi.importing.preprocess import Preprocessed, finish, fileset_dir, preprocess
+from omero_adi.importing.importer import ImportedFileset, ImportFailed, ImportItem, ImportResult
+from omero_adi.importing.preprocess import (
+    Preprocessed,
+    fileset_dir,
+    import_preprocessed,
+    redirect_filesets,
+)
 from omero_adi.importing.redirect import redirect_links
-from omero_adi.pipeline import OrderFailed
+from omero_adi.omero.boundary import FilesetInfo
+from omero_adi.pipeline import OrderContext, OrderFailed
 from tests.podman_fixtures import (  # noqa: F401  (fixtures)
     digests,
     make_context,
@@ -43,38 +51,96 @@ def _targets(managed: Path) -> dict[str, str]:
     }
 
 
+class FakeImporter:
+    """``import_items`` as ``--transfer=ln_s`` would do it: links in ManagedRepository.
+
+    ``fail_after`` imports only that many items and then raises ImportFailed;
+    ``refuse`` raises OrderFailed before importing anything.
+    """
+
+    def __init__(self, fail_after: int | None = None, refuse: bool = False):
+        self.fail_after, self.refuse = fail_after, refuse
+        self.items: list[ImportItem] = []
+
+    def __call__(self, ctx: OrderContext, items: Sequence[ImportItem]) -> ImportResult:
+        self.items = list(items)
+        if self.refuse:
+            raise OrderFailed("user alice is not in group lab; nothing was imported")
+        chosen = items if self.fail_after is None else items[: self.fail_after]
+        managed = Path(ctx.settings.managed_repository)
+        prefixes = _import_in_place(managed, tuple(item.path for item in chosen))
+        imported = [
+            ImportedFileset(item, FilesetInfo(100 + n, prefix, (item.path,), (200 + n,), ()))
+            for n, (item, prefix) in enumerate(zip(chosen, prefixes))
+        ]
+        if self.fail_after is not None:
+            raise ImportFailed("1 of 2 paths failed to import", imported)
+        return ImportResult(tuple(imported), ())
+
+
+def _two_files(tmp_path: Path) -> list[Path]:
+    files = []
+    for folder in ("a", "b"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        files.append(tmp_path / "data" / folder / f"{folder}.tif")
+        files[-1].write_bytes(folder.encode() * 100)
+    return files
+
+
 @pytest.mark.parametrize("destination_type, saveoption", [("Dataset", "single"),
                                                          ("Screen", "folder")])
 def test_links_end_in_processed_and_the_local_copy_goes(
     tmp_path: Path, podman_images: dict[str, str], podman_ready: str,  # noqa: F811
     destination_type: str, saveoption: str,
 ) -> None:
-    files = []
-    for folder in ("a", "b"):
-        (tmp_path / "data" / folder).mkdir(parents=True)
-        files.append(tmp_path / "data" / folder / f"{folder}.tif")
-        files[-1].write_bytes(folder.encode() * 100)
+    files = _two_files(tmp_path)
     before = digests(tmp_path / "data")
     order = make_order(files, container=podman_images["convert"],
                        destination_type=destination_type, extra={"saveoption": saveoption})
-    ctx = make_context(order, settings_for(tmp_path)).ctx
-    result = preprocess(ctx, PodmanCli(podman_ready))
-    managed = Path(ctx.settings.managed_repository)
-    prefixes = _import_in_place(managed, result.import_paths)
-    assert all(t.startswith(str(result.tmp_dir)) for t in _targets(managed).values())
+    recorded = make_context(order, settings_for(tmp_path))
+    importer = FakeImporter()
 
-    report = finish(ctx, result, prefixes)
+    result = import_preprocessed(recorded.ctx, importer, PodmanCli(podman_ready))
 
-    targets = _targets(managed)
-    assert len(report.switched) == len(targets) == (2 if saveoption == "single" else 4)
+    local = tmp_path / "inplace" / order.uuid
+    suffix = ".converted.tif" if saveoption == "single" else ".plate"
+    assert [(i.path, i.origin) for i in importer.items] == [
+        (local / f"{f.stem}{suffix}", f) for f in files
+    ]
+    assert importer.items[0].keyvalues == {"processing_output_source": "a.tif",
+                                           "processing_output_saveoption": saveoption}
+    assert len(result.filesets) == 2
+    targets = _targets(Path(recorded.ctx.settings.managed_repository))
     names = (["{0}.converted.tif"] if saveoption == "single"
              else ["{0}.plate/A1.tif", "{0}.plate/A2.tif"])
     assert sorted(targets.values()) == sorted(
         str(tmp_path / "data" / folder / ".processed" / name.format(folder))
         for folder in "ab" for name in names
     )
-    assert not result.tmp_dir.exists() and report.tmp_removed
+    assert not local.exists()
     assert digests(tmp_path / "data") == before
+
+
+def test_partial_import_redirects_what_was_imported(
+    tmp_path: Path, podman_images: dict[str, str], podman_ready: str,  # noqa: F811
+) -> None:
+    order = make_order(_two_files(tmp_path), container=podman_images["convert"])
+    recorded = make_context(order, settings_for(tmp_path))
+    with pytest.raises(ImportFailed, match="1 of 2 paths failed"):
+        import_preprocessed(recorded.ctx, FakeImporter(fail_after=1), PodmanCli(podman_ready))
+    targets = _targets(Path(recorded.ctx.settings.managed_repository))
+    assert list(targets.values()) == [str(tmp_path / "data/a/.processed/a.converted.tif")]
+    assert not (tmp_path / "inplace" / order.uuid).exists()
+
+
+def test_nothing_imported_removes_the_local_copy(
+    tmp_path: Path, podman_images: dict[str, str], podman_ready: str,  # noqa: F811
+) -> None:
+    order = make_order(_two_files(tmp_path), container=podman_images["convert"])
+    recorded = make_context(order, settings_for(tmp_path))
+    with pytest.raises(OrderFailed, match="not in group"):
+        import_preprocessed(recorded.ctx, FakeImporter(refuse=True), PodmanCli(podman_ready))
+    assert not (tmp_path / "inplace" / order.uuid).exists()
 
 
 def _local_copy(tmp_path: Path, names: list[str]) -> tuple[Preprocessed, Path, list[str]]:
@@ -110,13 +176,15 @@ def test_missing_durable_copy_switches_nothing_for_that_link(tmp_path: Path) -> 
     assert not result.tmp_dir.exists()
 
 
-def test_finish_fails_the_order_and_keeps_the_local_copy(tmp_path: Path) -> None:
+def test_incomplete_redirection_is_reported_and_keeps_the_local_copy(tmp_path: Path) -> None:
     result, managed, prefixes = _local_copy(tmp_path, ["x.tif"])
     (tmp_path / "data" / ".processed" / "x.tif").unlink()
     order = make_order([tmp_path / "data" / "x.tif"], container="c")
     ctx = make_context(order, settings_for(tmp_path)).ctx
-    with pytest.raises(OrderFailed, match="redirection is incomplete: 0 link.*x.tif"):
-        finish(ctx, result, prefixes)
+    report = redirect_filesets(ctx, result, prefixes)
+    assert not report.complete
+    assert report.summary().startswith("0 link(s) switched")
+    assert "x.tif" in report.summary()
     assert result.tmp_dir.exists()
 
 

@@ -1,10 +1,10 @@
-"""The preprocessing step of an order: convert, then (after import) redirect links.
+"""An order with preprocessing: convert, import the local copies, redirect links.
 
-:func:`preprocess` records ``Import Preprocessing``, runs one container per
-file and returns a :class:`Preprocessed`: the local copies to import and
-their key-values. After the import, :func:`finish` repoints the new
-filesets' links to the durable copies in ``.processed/`` and removes the
-local folder.
+:func:`import_preprocessed` is the whole step for the importer:
+:func:`preprocess` records ``Import Preprocessing`` and runs one container
+per file into the order's local folder; the local copies are imported in
+one run; then :func:`redirect_filesets` repoints the new filesets' links to
+the durable copies in ``.processed/`` and removes the local folder.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from omero_adi.importing.containers import (
     PROCESSED,
@@ -23,13 +23,16 @@ from omero_adi.importing.containers import (
     parse_report,
 )
 from omero_adi.importing.engines import ContainerEngine, ContainerOutput, connect
+from omero_adi.importing.importer import ImportedFileset, ImportFailed, ImportItem, ImportResult
 from omero_adi.importing.redirect import RedirectReport, redirect_links
-from omero_adi.pipeline import OrderContext, OrderFailed
+from omero_adi.pipeline import OrderContext, OrderFailed, OrderInterrupted
 
 STAGE_PREPROCESSING = "Import Preprocessing"
 KEY_PREFIX = "processing_output_"
 #: Lines of container output quoted in a failure description.
 TAIL_LINES = 15
+#: ``DataPackageImporter.import_items``: one importer run for the given items.
+ImportItems = Callable[[OrderContext, Sequence[ImportItem]], ImportResult]
 
 
 @dataclass(frozen=True)
@@ -50,27 +53,15 @@ class Preprocessed:
     origins: Mapping[Path, Path]
 
     @property
-    def import_paths(self) -> tuple[Path, ...]:
-        """What the importer imports: the reported files, or the whole local folder."""
-        paths = [output.path for output in self.outputs]
-        if self.tmp_dir in paths:
-            return (self.tmp_dir,)
-        return tuple(dict.fromkeys(paths))
-
-    def output_for(self, imported: Path) -> LocalOutput | None:
-        """The output an imported path belongs to (itself, or a folder holding it)."""
+    def to_import(self) -> tuple[LocalOutput, ...]:
+        """One output per local path (the first reported); the whole local folder
+        alone when a container reported none (its origin is the first such file)."""
+        unique: dict[Path, LocalOutput] = {}
         for output in self.outputs:
-            if imported == output.path:
-                return output
-        for output in self.outputs:
-            if imported.is_relative_to(output.path) and output.path != self.tmp_dir:
-                return output
-        return None
-
-    def keyvalues_for(self, imported: Path) -> dict[str, str]:
-        """The ``processing_output_*`` annotations for an imported path."""
-        output = self.output_for(imported)
-        return dict(output.keyvalues) if output else {}
+            unique.setdefault(output.path, output)
+        if self.tmp_dir in unique:
+            return (unique[self.tmp_dir],)
+        return tuple(unique.values())
 
     def durable_for(self, local: Path) -> Path | None:
         """The durable copy of a local file: same name under ``<origin>/.processed``."""
@@ -186,18 +177,48 @@ def fileset_dir(managed_repository: Path, template_prefix: str) -> Path:
     return managed_repository.joinpath(*prefix.parts)
 
 
-def finish(
+def redirect_filesets(
     ctx: OrderContext, preprocessed: Preprocessed, template_prefixes: Sequence[str]
 ) -> RedirectReport:
-    """Repoint the imported filesets' links to ``.processed/``; remove the local folder.
-
-    Call it after the import with every fileset the import created, also when
-    the import failed. OrderFailed when a link could not be switched.
-    """
+    """Repoint the filesets' links to ``.processed/``; the local folder goes when all did."""
     root = Path(ctx.settings.managed_repository)
     dirs = [fileset_dir(root, prefix) for prefix in template_prefixes]
     report = redirect_links(dirs, preprocessed.tmp_dir, preprocessed.durable_for)
     ctx.log.info("link redirection: %s", report.summary())
-    if not report.complete:
-        raise OrderFailed(f"imported, but link redirection is incomplete: {report.summary()}")
     return report
+
+
+def _prefixes(imported: Sequence[ImportedFileset]) -> list[str]:
+    return [entry.fileset.template_prefix for entry in imported]
+
+
+def import_preprocessed(
+    ctx: OrderContext, import_items: ImportItems, engine: ContainerEngine | None = None
+) -> ImportResult:
+    """Preprocess the order, import the local copies with ``import_items``, redirect.
+
+    The local folder is removed once every link points at the durable copies,
+    or at once when nothing was imported. A link that could not be switched
+    fails the order, saying which were switched.
+    """
+    preprocessed = preprocess(ctx, engine)
+    items = [ImportItem(o.path, o.source, o.keyvalues) for o in preprocessed.to_import]
+    try:
+        result = import_items(ctx, items)
+    except ImportFailed as exc:
+        report = redirect_filesets(ctx, preprocessed, _prefixes(exc.imported))
+        if report.complete:
+            raise
+        raise OrderFailed(f"{exc}; {report.summary()}") from exc
+    except OrderInterrupted:
+        ctx.log.warning("interrupted; keeping %s for links of a partial import",
+                        preprocessed.tmp_dir)
+        raise
+    except OrderFailed:
+        shutil.rmtree(preprocessed.tmp_dir, ignore_errors=True)  # nothing was imported
+        raise
+    report = redirect_filesets(ctx, preprocessed, _prefixes(result.filesets))
+    if not report.complete:
+        raise OrderFailed(f"{result.describe(ctx.order.destination_type, ctx.order.destination_id)}"
+                          f", but link redirection is incomplete: {report.summary()}")
+    return result
