@@ -1,0 +1,1 @@
+"""Benchmarks of the daemon on PostgreSQL; run each with ``python -m bench.<name>``."""
