@@ -165,6 +165,13 @@ class UploadOrderManager:
     def _check_path(self, raw: str) -> Path:
         if "\x00" in raw:
             raise OrderRejected(f"path {raw!r} contains a NUL character")
+        if raw.startswith("s3://"):
+            if self.settings.use_register_zarr and raw.rstrip("/").endswith(".zarr"):
+                return Path(raw)  # registered from object storage, nothing local to check
+            raise OrderRejected(
+                f"path {raw!r} is in object storage; only OME-Zarr (.zarr) can be "
+                "registered from s3://, and only with use_register_zarr on"
+            )
         path = Path(raw)
         if not path.is_absolute():
             raise OrderRejected(f"path {raw!r} is relative; give the absolute path on the server")
