@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import types
@@ -202,7 +203,9 @@ class Settings:
 
 def mask_url(url: str) -> str:
     """Hide the password of a database URL: ``postgresql://u:***@h/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    # Up to the last "@" of the URL: a password may hold "@", ":" or "/" unencoded
+    # (better to hide a host now and then than to show part of a password).
+    return re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", url)
 
 
 def _field_types() -> dict[str, Any]:
@@ -227,7 +230,7 @@ def _convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: b
             if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
                 raise ValueError
             number = float(raw)
-            if kind is int and not number.is_integer():
+            if not math.isfinite(number) or (kind is int and not number.is_integer()):
                 raise ValueError
         except ValueError:
             noun = "a whole number" if kind is int else "a number"
@@ -291,8 +294,8 @@ def build_settings(
             accepted[key] = _convert(key, raw, kinds[key], metas[key], from_env=False)
     for variable, key in ENVIRONMENT.items():
         if variable in environ:
-            if key == "podman_url" and not environ[variable].strip():
-                continue
+            if key in ("podman_url", "ingest_tracking_db") and not environ[variable].strip():
+                continue  # set but empty (as compose files pass them on): unset
             accepted[key] = _convert(key, environ[variable], kinds[key], metas[key], from_env=True)
     return Settings(**accepted)
 

@@ -495,6 +495,52 @@ def test_unreachable_database_fails_initialisation(caplog: pytest.LogCaptureFixt
     assert "secret-pw" not in caplog.text
 
 
+def test_failed_initialisation_keeps_no_connection(make_pg_database: Any) -> None:
+    """A client retrying initialisation on a database it may not adopt must
+    not pile up server connections."""
+    url = make_pg_database()
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with admin.begin() as connection:  # the earlier ADI's table, no version table
+            connection.execute(sa.text("CREATE TABLE imports (id integer PRIMARY KEY)"))
+        for _ in range(3):
+            assert initialize_ingest_tracker({"ingest_tracking_db": url}) is False
+        assert get_ingest_tracker() is None
+        with admin.connect() as connection:
+            others = connection.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()")).scalar_one()
+        assert others == 0
+    finally:
+        admin.dispose()
+
+
+def test_client_adopts_an_earlier_database_with_auto_stamp(
+    make_pg_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = make_pg_database()
+    # The earlier ADI's start-up: create_all, no version table.
+    Base.metadata.create_all(sa.create_engine(url, poolclass=sa.pool.NullPool),
+                             tables=[Preprocessing.__table__, IngestionTracking.__table__])
+    assert initialize_ingest_tracker({"ingest_tracking_db": url}) is False
+    monkeypatch.setenv("ADI_ALLOW_AUTO_STAMP", "1")
+    assert initialize_ingest_tracker({"ingest_tracking_db": url}) is True
+    assert type(log_ingestion_step(plain_order(), STAGE_NEW_ORDER)) is int
+
+
+def test_run_migrations_off_still_creates_the_shared_tables(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADI_RUN_MIGRATIONS", "0")
+    assert initialize_ingest_tracker({"ingest_tracking_db": db_url}) is True
+    tracker = get_ingest_tracker()
+    assert tracker is not None
+    tables = set(sa.inspect(tracker.engine).get_table_names())
+    assert {"imports", "imports_preprocessing"} <= tables
+    assert "alembic_version_omeroadi" not in tables and "adi_queue" not in tables
+    assert type(log_ingestion_step(screen_order(), STAGE_NEW_ORDER)) is int
+
+
 # --- atomicity ----------------------------------------------------------------------
 
 

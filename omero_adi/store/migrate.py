@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Iterator
 
 from alembic import command
@@ -50,8 +51,28 @@ def current_revision(connection: Connection) -> str | None:
 
 
 @contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite has no advisory locks: migrators of one file take turns on a
+    lock file beside it (two CLI commands, or the daemon and a client, may
+    start together on the embedded database)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    import fcntl
+
+    path = Path(database)
+    with open(path.with_name(f"{path.name}.migrate-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def _migration_lock(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as connection:
+    with _sqlite_file_lock(engine), engine.connect() as connection:
         postgres = connection.dialect.name == "postgresql"
         if postgres:
             connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})

@@ -88,7 +88,7 @@ class IngestionTracking(Base):
     destination_type: Mapped[str] = mapped_column(String, nullable=False)
     stage: Mapped[str] = mapped_column(String, nullable=False)
     uuid: Mapped[str] = mapped_column(String(36), nullable=False, index=True)
-    timestamp: Mapped[datetime] = mapped_column(
+    timestamp: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
     files: Mapped[list[str]] = mapped_column(JSONList, nullable=False)

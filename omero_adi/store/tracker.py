@@ -86,12 +86,18 @@ class IngestTracker:
         self.database_url: str = url or DEFAULT_SQLITE_URL
         self.engine = make_engine(self.database_url)
         self.Session = sessionmaker(bind=self.engine, expire_on_commit=False)
-        if _env_flag("ADI_RUN_MIGRATIONS", True):
-            migrate.upgrade(self.engine, allow_auto_stamp=_env_flag("ADI_ALLOW_AUTO_STAMP", False))
-        # Without migrations, at least the shared tables must exist.
-        IngestionTracking.metadata.create_all(
-            self.engine, tables=[Preprocessing.__table__, IngestionTracking.__table__]
-        )
+        try:
+            if _env_flag("ADI_RUN_MIGRATIONS", True):
+                migrate.upgrade(
+                    self.engine, allow_auto_stamp=_env_flag("ADI_ALLOW_AUTO_STAMP", False)
+                )
+            # Without migrations, at least the shared tables must exist.
+            IngestionTracking.metadata.create_all(
+                self.engine, tables=[Preprocessing.__table__, IngestionTracking.__table__]
+            )
+        except BaseException:
+            self.engine.dispose()  # a failed start must not keep connections open
+            raise
         log.info("ingest tracker ready on %s", mask_url(self.database_url))
 
     def db_log_ingestion_event(self, order_info: Mapping[str, Any], stage: str) -> int | None:
