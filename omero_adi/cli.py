@@ -156,13 +156,17 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omero-adi", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="settings file (YAML or JSON)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="settings file (YAML or JSON); default: $ADI_SETTINGS or "
+                        "config/settings.yml")
+    parser = argparse.ArgumentParser(prog="omero-adi", description=__doc__.splitlines()[0],
+                                     parents=[common])
     parser.add_argument("--version", action="version", version=f"omero-adi {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, run: Callable[[argparse.Namespace, Settings], int], text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = commands.add_parser(name, help=text, description=text, parents=[common])
         sub.set_defaults(run=run)
         return sub
 
@@ -206,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(getattr(args, "config", None))
         if args.command != "run":
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
         return int(args.run(args, settings))
