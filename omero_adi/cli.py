@@ -36,14 +36,20 @@ def _handler(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from omero_adi import metrics
     from omero_adi.daemon import Daemon
 
     logs.configure(settings)
     log.info("omero-adi %s; settings: %s", __version__, settings.describe())
     engine = open_store(settings)
     daemon = Daemon(settings, engine, _handler(settings))
+    endpoint = metrics.serve(daemon)
     daemon.install_signal_handlers()
-    daemon.run()
+    try:
+        daemon.run()
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     return 0
 
 

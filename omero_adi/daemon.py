@@ -130,6 +130,8 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self.workers: list[threading.Thread] = []
+        #: When the loop last went round (monotonic): its liveness, for /healthz.
+        self.loop_seen = time.monotonic()
 
     # --- public ------------------------------------------------------------
     def stop(self) -> None:
@@ -161,6 +163,7 @@ class Daemon:
         selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         listening = False
         while not self.stopping.is_set():
+            self.loop_seen = time.monotonic()
             if self.listener is not None and not listening and self.listener.connect():
                 selector.register(self.listener.fileno(), selectors.EVENT_READ, "notify")
                 listening, wanted = True, True  # catch up on anything sent while away
