@@ -128,7 +128,10 @@ class DataPackageImporter:
         try:
             return self._import(ctx, session, items)
         finally:
-            session.close()
+            try:
+                session.close()
+            except OmeroError as exc:  # it expires after ttl_for_user_conn anyway
+                ctx.log.warning("could not close the OMERO session: %s", exc)
 
     def _open_session(self, ctx: OrderContext) -> UserSession:
         order, settings = ctx.order, ctx.settings
