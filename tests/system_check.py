@@ -1,0 +1,178 @@
+"""System check of a running deployment: import the sample image end to end.
+
+    python tests/system_check.py [--config config/settings.yml] [--timeout S] [--no-wait]
+
+Reads the settings (the ``sample_*`` keys name the image, group, user and
+destination), copies ``sample_image`` into a fresh folder under ``base_dir``,
+creates an order (with preprocessing when ``preprocessing`` is true), and
+follows it to ``Import Completed`` or ``Import Failed``, printing each stage
+with its time. Exit status: 0 imported (or, with ``--no-wait``, ordered);
+1 failed or not finished in time; 2 the check cannot start (settings,
+database, sample). The copies stay: OMERO links to them in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import uuid as uuidlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from omero_adi.settings import Settings, SettingsError, load_settings, mask_url
+from omero_adi.store import admin, migrate
+from omero_adi.store.db import make_engine
+from omero_adi.store.models import FINAL_STAGES, STAGE_IMPORTED
+
+#: Folder under base_dir that holds one sub-folder per check.
+CHECK_DIR = "omero-adi-system-check"
+
+
+class CheckError(Exception):
+    """The check cannot start; the message says what to fix."""
+
+
+def open_database(settings: Settings) -> Engine:
+    """The order database, which the daemon must have migrated already."""
+    where = mask_url(settings.ingest_tracking_db)
+    if settings.database_is_default and not Path(
+        settings.ingest_tracking_db.removeprefix("sqlite:///")
+    ).exists():
+        raise CheckError("no order database: set ingest_tracking_db or INGEST_TRACKING_DB_URL "
+                         "to the daemon's database")
+    engine = make_engine(settings.ingest_tracking_db)
+    try:
+        with engine.connect() as connection:
+            revision = migrate.current_revision(connection)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise CheckError(f"cannot reach the order database {where}: "
+                         f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}") from exc
+    if revision is None:
+        engine.dispose()
+        raise CheckError(f"the order database {where} has no omero-adi tables: "
+                         "is the daemon running on it? (or run `omero-adi migrate`)")
+    return engine
+
+
+def copy_sample(settings: Settings) -> Path:
+    """A fresh copy of the sample under ``<base_dir>/omero-adi-system-check/``."""
+    if not settings.sample_image:
+        raise CheckError("sample_image is not set: name an image file (or folder) to import")
+    for key in ("sample_group", "sample_user", "sample_parent_id"):
+        if not getattr(settings, key):
+            raise CheckError(f"{key} is not set")
+    sample = Path(settings.sample_image)
+    if not sample.exists():
+        raise CheckError(f"sample_image {sample} does not exist")
+    folder = Path(settings.base_dir) / CHECK_DIR / (
+        f"{datetime.now():%Y%m%d-%H%M%S}-{uuidlib.uuid4().hex[:6]}"
+    )
+    target = folder / sample.name
+    try:
+        folder.mkdir(parents=True)
+        if sample.is_dir():
+            shutil.copytree(sample, target)
+        else:
+            shutil.copy2(sample, target)
+    except OSError as exc:
+        raise CheckError(f"cannot copy the sample into {folder}: {exc}") from exc
+    return target
+
+
+def order_info(settings: Settings, path: Path) -> dict[str, Any]:
+    """The order, in the shape the web plugin sends (contracts §2)."""
+    info: dict[str, Any] = {
+        "Group": settings.sample_group,
+        "Username": settings.sample_user,
+        "DestinationID": settings.sample_parent_id,
+        "DestinationType": settings.sample_parent_type,
+        "Files": [str(path)],
+    }
+    if settings.preprocessing:
+        info.update({
+            "preprocessing_container": settings.sample_pre_container,
+            "preprocessing_inputfile": settings.sample_pre_input,
+            "preprocessing_outputfolder": settings.sample_pre_out,
+            "preprocessing_altoutputfolder": settings.sample_pre_outalt,
+            "extra_params": (
+                {"saveoption": settings.sample_pre_save} if settings.sample_pre_save else {}
+            ),
+        })
+    return info
+
+
+def _moment(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))  # SQLite returns text
+    except ValueError:
+        return None
+
+
+def follow(engine: Engine, uuid: str, timeout: float) -> int:
+    """Print each stage as it is recorded: time since the order, time since the
+    previous stage. 0 when the order completes, 1 on failure or timeout."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    first: datetime | None = None
+    previous: datetime | None = None
+    while time.monotonic() < deadline:
+        events = admin.history(engine, uuid)
+        for event in events[seen:]:
+            moment = _moment(event.timestamp)
+            first = first or moment
+            total = f"{(moment - first).total_seconds():8.2f}s" if moment and first else "       ?"
+            step = (f"(+{(moment - previous).total_seconds():.2f}s)"
+                    if moment and previous else "")
+            note = f"  {event.description}" if event.description else ""
+            print(f"{total} {step:>12}  {event.stage}{note}", flush=True)
+            previous = moment
+        seen = len(events)
+        if events and events[-1].stage in FINAL_STAGES:
+            return 0 if events[-1].stage == STAGE_IMPORTED else 1
+        time.sleep(0.2)
+    print(f"order {uuid} did not finish within {timeout:.0f}s; is the daemon running? "
+          f"(follow it with `omero-adi status --uuid {uuid}`)", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="settings file (default: config/settings.yml)")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for the order to finish (default 600)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="create the order, print its uuid and exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        engine = open_database(settings)
+        try:
+            path = copy_sample(settings)
+            uuid = admin.submit(engine, order_info(settings, path))
+            print(f"order {uuid}: {path} -> {settings.sample_parent_type} "
+                  f"{settings.sample_parent_id} as {settings.sample_user}/"
+                  f"{settings.sample_group}"
+                  f"{' with preprocessing' if settings.preprocessing else ''}", flush=True)
+            return 0 if args.no_wait else follow(engine, uuid, args.timeout)
+        finally:
+            engine.dispose()
+    except (SettingsError, CheckError) as exc:
+        print(f"system check: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"system check: database error: {mask_url(str(exc).splitlines()[0])}",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
