@@ -196,8 +196,8 @@ def test_the_daemon_command_serves_the_endpoint_and_the_probe_reads_it(
     daemon = subprocess.Popen([sys.executable, "-m", "omero_adi.main"], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: _answers(port), what="the endpoint")
-        assert get(port, "/healthz")[0] == 200
+        # 503 until the daemon has started its workers, then 200
+        wait_for(lambda: _healthz_status(port) == 200, what="a healthy endpoint")
         assert metrics.main(["--config", str(config)]) == 0
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -214,9 +214,8 @@ def test_probe_without_endpoint_checks_the_database(tmp_path, capsys) -> None:
     assert "metrics_port is 0, database only" in capsys.readouterr().out
 
 
-def _answers(port: int) -> bool:
+def _healthz_status(port: int) -> int | None:
     try:
-        get(port, "/healthz")
-        return True
+        return get(port, "/healthz")[0]
     except OSError:
-        return False
+        return None  # not listening yet
