@@ -73,6 +73,15 @@ def test_unreachable_server_fails_the_order_after_the_retries(
     assert not ok and detail.startswith("OMERO unreachable at 127.0.0.1")
 
 
+def test_admin_login_problems_are_plain(omero_py: None, closed_port: int) -> None:
+    no_password = Settings(omero_host="127.0.0.1", omero_port=closed_port)
+    assert check_omero(no_password) == (
+        False, "no password for the OMERO admin 'root': set OMERO_PASSWORD")
+    unknown_host = Settings(omero_host="no-such-host.invalid", omero_password="pw")
+    assert check_omero(unknown_host) == (
+        False, "OMERO unreachable at no-such-host.invalid:4064 (DNSException)")
+
+
 def test_the_real_omero_import_parser_accepts_the_command_line(omero_py: None) -> None:
     from omero.cli import CLI
 
@@ -86,6 +95,9 @@ def test_the_real_omero_import_parser_accepts_the_command_line(omero_py: None) -
     assert (args.key, args.server, args.port) == ("key", "localhost", "4064")
     assert (args.file, args.errs, args.depth, args.skip) == (
         "logs/cli.u.logs", "logs/cli.u.errs", 10, ["all"])
+    assert (args.transfer, args.output, args.r, args.d) == ("ln_s", "yaml", "9", None)
+    assert (args.parallel_upload, args.parallel_fileset) == ("2", "2")
+    assert args.no_upgrade_check  # --no-upgrade is argparse's unique prefix of it
     assert args.path == ["/data/a", "/data/b.tif"]
     assert java_args == []
 

@@ -70,6 +70,8 @@ def _translated(where: str) -> Iterator[SimpleNamespace]:
     except m.omero.ServerError as exc:
         message = getattr(exc, "message", "") or type(exc).__name__
         raise OmeroError(f"OMERO at {where} refused: {message}") from exc
+    except m.omero.ClientError as exc:
+        raise OmeroError(f"talking to OMERO at {where} failed: {exc}") from exc
 
 
 class BlitzServer:
@@ -93,8 +95,10 @@ class BlitzServer:
             except _unreachable_errors(m):
                 pass
             self._drop_admin()
-        client = self._client(m)
         user = self.settings.omero_user
+        if not self.settings.omero_password:
+            raise OmeroError(f"no password for the OMERO admin {user!r}: set OMERO_PASSWORD")
+        client = self._client(m)
         try:
             client.createSession(user, self.settings.omero_password)
         except m.Glacier2.PermissionDeniedException as exc:
