@@ -29,20 +29,16 @@ class CommandError(Exception):
     """Ends a command with a one-line message and exit status 1."""
 
 
-def _handler(settings: Settings):  # type: ignore[no-untyped-def]
-    from omero_adi.importing.importer import build_handler
-
-    return build_handler(settings)
-
-
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from omero_adi import metrics
     from omero_adi.daemon import Daemon
+    from omero_adi.importing.importer import build_handler
 
     logs.configure(settings)
     log.info("omero-adi %s; settings: %s", __version__, settings.describe())
     engine = open_store(settings)
-    daemon = Daemon(settings, engine, _handler(settings))
+    handler = build_handler(settings)
+    daemon = Daemon(settings, engine, handler)
     endpoint = metrics.serve(daemon)
     daemon.install_signal_handlers()
     try:
@@ -50,6 +46,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if endpoint is not None:
             endpoint.close()
+        handler.close()  # the admin session to OMERO
     return 0
 
 

@@ -110,7 +110,13 @@ class DataPackageImporter:
 
     def __call__(self, ctx: OrderContext) -> str:
         order = ctx.order
-        result = self.import_items(ctx, [ImportItem.of(path) for path in order.files])
+        if order.preprocessing is not None:
+            # preprocess builds on this module's types, hence the late import
+            from omero_adi.importing.preprocess import import_preprocessed
+
+            result = import_preprocessed(ctx, self.import_items)
+        else:
+            result = self.import_items(ctx, [ImportItem.of(path) for path in order.files])
         return result.describe(order.destination_type, order.destination_id)
 
     def close(self) -> None:
