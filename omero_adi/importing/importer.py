@@ -5,6 +5,10 @@ destination → one ``omero import --transfer=ln_s`` for all paths → match the
 filesets it reports to the order's paths → one MapAnnotation per new Image
 (Dataset target) or Plate (Screen target). Nothing is imported when the user,
 group or destination is wrong, and the original files are only ever read.
+
+With ``use_register_zarr`` on, the order's ``.zarr`` paths are registered in
+the same session before that run (:mod:`~omero_adi.importing.zarr_register`)
+and annotated alike; the run then imports only the other paths, if any.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Sequence
 
 from omero_adi.importing.annotations import NAMESPACE, import_annotation, metadata_for
 from omero_adi.importing.importer_cli import (
@@ -33,8 +37,14 @@ from omero_adi.omero.boundary import (
     UserSession,
 )
 from omero_adi.omero.retry import retry_unreachable
-from omero_adi.pipeline import OrderContext, OrderFailed
+from omero_adi.pipeline import OrderContext, OrderFailed, OrderInterrupted
 from omero_adi.settings import Settings
+
+if TYPE_CHECKING:  # these need the optional zarr library at run time
+    from omero_adi.importing.zarr_meta import ZarrImage, ZarrPlate
+    from omero_adi.importing.zarr_register import RegisteredZarr
+
+ZARR_HINT = "install the zarr extra into the daemon's Python: pip install 'omero-adi[zarr]'"
 
 
 @dataclass(frozen=True)
@@ -67,22 +77,34 @@ class ImportedFileset:
     fileset: FilesetInfo
 
     def describe(self) -> str:
-        objects = [("Plate", self.fileset.plate_ids), ("Image", self.fileset.image_ids)]
-        ids = "; ".join(f"{kind} {', '.join(map(str, found))}" for kind, found in objects if found)
-        return f"{self.item.origin} → Fileset {self.fileset.id} ({ids or 'no images'})"
+        return f"{self.item.origin} → Fileset {self.fileset.id} ({_objects(self.fileset)})"
 
 
 @dataclass(frozen=True)
 class ImportResult:
     filesets: tuple[ImportedFileset, ...]
     annotation_ids: tuple[int, ...]
+    #: The ``.zarr`` paths registered instead of imported (``use_register_zarr``).
+    registered: tuple[RegisteredZarr, ...] = ()
 
     def describe(self, kind: str, destination_id: int) -> str:
         """The ``Import Completed`` description."""
-        return (
-            f"Imported {len(self.filesets)} fileset(s) into {kind} {destination_id}: "
-            + "; ".join(f.describe() for f in self.filesets)
-        )
+        lines = []
+        if self.registered:
+            lines.append(f"Registered {len(self.registered)} Zarr store(s) in {kind} "
+                         f"{destination_id}: " + _registered(self.registered))
+        if self.filesets or not self.registered:
+            lines.append(f"Imported {len(self.filesets)} fileset(s) into {kind} {destination_id}: "
+                         + "; ".join(f.describe() for f in self.filesets))
+        return "\n".join(lines)
+
+
+class _Origin(NamedTuple):
+    """New objects to annotate, and the order's path they came from."""
+
+    filepath: str
+    keyvalues: Mapping[str, str]
+    object_ids: tuple[int, ...]
 
 
 class ImportFailed(OrderFailed):
@@ -116,7 +138,7 @@ class DataPackageImporter:
 
             result = import_preprocessed(ctx, self.import_items)
         else:
-            result = self.import_items(ctx, [ImportItem.of(path) for path in order.files])
+            result = self._import_order(ctx)
         return result.describe(order.destination_type, order.destination_id)
 
     def close(self) -> None:
@@ -130,9 +152,30 @@ class DataPackageImporter:
         destination, OMERO unreachable), :class:`ImportFailed` when the run
         imported less than everything, :class:`OrderInterrupted` on shutdown.
         """
+        return self._in_session(ctx, lambda session: self._import(ctx, session, items))
+
+    def _import_order(self, ctx: OrderContext) -> ImportResult:
+        """The order's own paths: with ``use_register_zarr`` on, its ``.zarr`` ones are
+        registered, then the rest imported in one run (when any remain)."""
+        to_register, to_import = _split(ctx)
+        if not to_register:
+            return self.import_items(ctx, [ImportItem.of(path) for path in to_import])
+        return self._in_session(
+            ctx, lambda session: self._register_then_import(ctx, session, to_register, to_import))
+
+    def _in_session(
+        self, ctx: OrderContext, work: Callable[[UserSession], ImportResult]
+    ) -> ImportResult:
+        """``work`` in a session as the order's user, once the destination is checked."""
+        order = ctx.order
         session = self._open_session(ctx)
         try:
-            return self._import(ctx, session, items)
+            try:
+                session.check_destination(order.destination_type, order.destination_id)
+            except OmeroError as exc:
+                raise OrderFailed(f"{exc}; nothing was imported") from exc
+            ctx.check_cancelled()
+            return work(session)
         finally:
             try:
                 session.close()
@@ -158,15 +201,34 @@ class DataPackageImporter:
         except OmeroError as exc:
             raise OrderFailed(f"{exc}; nothing was imported") from exc
 
+    def _register_then_import(
+        self, ctx: OrderContext, session: UserSession, uris: Sequence[str], paths: Sequence[Path]
+    ) -> ImportResult:
+        from omero_adi.importing.zarr_register import register_zarr  # _split imported it
+
+        kind = _annotated_kind(ctx)
+        try:
+            registered = tuple(register_zarr(ctx.order, uris, ctx.settings, _InSession(), session))
+        except OmeroError as exc:
+            raise OrderFailed(f"registering Zarr failed: {exc}; nothing was imported, and any "
+                              "store registered before the failure is named in the log") from exc
+        done = f"registered {_registered(registered)}"
+        annotation_ids = self._annotate(
+            ctx, session, [_Origin(r.path, {}, _targets(r, kind)) for r in registered], done)
+        if not paths:
+            return ImportResult((), annotation_ids, registered)
+        try:
+            imported = self._import(ctx, session, [ImportItem.of(path) for path in paths])
+        except OrderInterrupted:
+            raise
+        except OrderFailed as exc:
+            raise OrderFailed(f"{exc}\nRegistered (annotated): {_registered(registered)}.") from exc
+        return ImportResult(imported.filesets, annotation_ids + imported.annotation_ids, registered)
+
     def _import(
         self, ctx: OrderContext, session: UserSession, items: Sequence[ImportItem]
     ) -> ImportResult:
         order = ctx.order
-        try:
-            session.check_destination(order.destination_type, order.destination_id)
-        except OmeroError as exc:
-            raise OrderFailed(f"{exc}; nothing was imported") from exc
-        ctx.check_cancelled()
         files = ImporterFiles.for_order(ctx.log_dir, order.uuid)
         command = build_command(
             ctx.settings,
@@ -190,7 +252,11 @@ class DataPackageImporter:
         problem = _problem(ctx, items, imported, strays, run)
         if problem:
             raise ImportFailed(_failure(problem, items, imported, run, files), imported)
-        return ImportResult(tuple(imported), self._annotate(ctx, session, imported))
+        kind = _annotated_kind(ctx)
+        origins = [_Origin(str(e.item.origin), e.item.keyvalues, _targets(e.fileset, kind))
+                   for e in imported]
+        done = f"imported {'; '.join(e.describe() for e in imported)}"
+        return ImportResult(tuple(imported), self._annotate(ctx, session, origins, done))
 
     @staticmethod
     def _match(
@@ -218,35 +284,77 @@ class DataPackageImporter:
         return imported, strays
 
     def _annotate(
-        self, ctx: OrderContext, session: UserSession, imported: Sequence[ImportedFileset]
+        self, ctx: OrderContext, session: UserSession, origins: Sequence[_Origin], done: str
     ) -> tuple[int, ...]:
+        """One MapAnnotation per new object; ``done`` says what was created, for a failure."""
         order = ctx.order
-        kind: AnnotatedType = "Image" if order.destination_type == "Dataset" else "Plate"
+        kind = _annotated_kind(ctx)
         timestamp = self.clock()
-        metadata: dict[Path, dict[str, str]] = {}
+        metadata: dict[str, dict[str, str]] = {}
         annotation_ids: list[int] = []
-        for entry in imported:
-            item = entry.item
-            if item.origin not in metadata:
-                metadata[item.origin] = metadata_for(item.origin, ctx.log)
+        for origin in origins:
+            path = Path(origin.filepath)
+            if origin.filepath not in metadata:  # none beside an s3:// store
+                metadata[origin.filepath] = (
+                    {} if "://" in origin.filepath else metadata_for(path, ctx.log))
             values = import_annotation(
-                order, item.origin, extra=item.keyvalues,
-                metadata=metadata[item.origin], timestamp=timestamp,
+                order, path, extra=origin.keyvalues,
+                metadata=metadata[origin.filepath], timestamp=timestamp,
             )
-            for object_id in _targets(entry.fileset, kind):
+            values["Filepath"] = origin.filepath  # Path() turns s3:// into s3:/
+            for object_id in origin.object_ids:
                 try:
                     annotation_ids.append(session.annotate(kind, object_id, NAMESPACE, values))
                 except OmeroError as exc:
                     raise OrderFailed(
-                        f"imported {'; '.join(i.describe() for i in imported)}, but annotating "
-                        f"{kind} {object_id} failed: {exc}"
+                        f"{done}, but annotating {kind} {object_id} failed: {exc}"
                     ) from exc
         ctx.log.info("annotated %d %s(s) in namespace %s", len(annotation_ids), kind, NAMESPACE)
         return tuple(annotation_ids)
 
 
-def _targets(fileset: FilesetInfo, kind: AnnotatedType) -> tuple[int, ...]:
-    return fileset.image_ids if kind == "Image" else fileset.plate_ids
+class _InSession:
+    """The :class:`~omero_adi.importing.zarr_register.ZarrBoundary` of user sessions."""
+
+    @staticmethod
+    def create_image_from_zarr(session: UserSession, image: ZarrImage, dataset_id: int) -> int:
+        return session.register_zarr_image(image, dataset_id)
+
+    @staticmethod
+    def create_plate_from_zarr(session: UserSession, plate: ZarrPlate, screen_id: int) -> int:
+        return session.register_zarr_plate(plate, screen_id)
+
+
+def _split(ctx: OrderContext) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    """(``.zarr`` paths to register, paths to import) of the order's own paths."""
+    if not ctx.settings.use_register_zarr:
+        return (), ctx.order.files
+    try:
+        from omero_adi.importing.zarr_register import split_paths
+    except ImportError as exc:
+        raise OrderFailed(f"use_register_zarr is on, but the zarr library is missing ({exc}); "
+                          f"{ZARR_HINT}; nothing was imported") from exc
+    return split_paths(ctx.order, ctx.settings)
+
+
+def _annotated_kind(ctx: OrderContext) -> AnnotatedType:
+    """What gets the annotation: Images in a Dataset, Plates in a Screen."""
+    return "Image" if ctx.order.destination_type == "Dataset" else "Plate"
+
+
+def _targets(found: FilesetInfo | RegisteredZarr, kind: AnnotatedType) -> tuple[int, ...]:
+    return found.image_ids if kind == "Image" else found.plate_ids
+
+
+def _objects(found: FilesetInfo | RegisteredZarr) -> str:
+    """``Plate 5; Image 7, 8``: what a fileset or registered store holds."""
+    objects = [("Plate", found.plate_ids), ("Image", found.image_ids)]
+    text = "; ".join(f"{kind} {', '.join(map(str, ids))}" for kind, ids in objects if ids)
+    return text or "no images"
+
+
+def _registered(registered: Sequence[RegisteredZarr]) -> str:
+    return "; ".join(f"{r.path} → {_objects(r)}" for r in registered)
 
 
 def _problem(
@@ -270,7 +378,7 @@ def _problem(
     if strays:
         return ("the importer reported fileset(s) from files the order does not name: "
                 + "; ".join(f"Fileset {f.id} ({', '.join(map(str, f.used_files))})" for f in strays))
-    kind: AnnotatedType = "Image" if order.destination_type == "Dataset" else "Plate"
+    kind = _annotated_kind(ctx)
     empty = [entry for entry in imported if not _targets(entry.fileset, kind)]
     if empty:
         return (f"these filesets hold no {kind}, so they cannot go into "

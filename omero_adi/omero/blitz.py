@@ -11,7 +11,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from omero_adi.omero.boundary import (
     AnnotatedType,
@@ -23,12 +23,19 @@ from omero_adi.omero.boundary import (
 from omero_adi.orders import DestinationType
 from omero_adi.settings import Settings
 
+if TYPE_CHECKING:
+    from omero_adi.importing.zarr_meta import ZarrImage, ZarrPlate
+
 INSTALL_HINT = (
     "install the OMERO extra into the daemon's Python: scripts/build-ice.sh <python> "
     "(zeroc-ice 3.6.5), then pip install 'omero-adi[omero]'"
 )
 #: Service context that searches every group the session may read.
 ALL_GROUPS = {"omero.group": "-1"}
+#: The ExternalInfo that makes omero-zarr-pixel-buffer serve an Image's pixels
+#: from the OME-Zarr multiscales at its ``lsid``.
+NGFF_ENTITY_TYPE = "com.glencoesoftware.ngff:multiscales"
+NGFF_ENTITY_ID = 3
 
 
 def _omero() -> SimpleNamespace:
@@ -40,6 +47,7 @@ def _omero() -> SimpleNamespace:
         import omero
         import omero.clients
         import omero.gateway
+        import omero.model
         import omero.rtypes
         import omero.sys
     except ImportError as exc:
@@ -229,6 +237,59 @@ class BlitzUserSession:
         if annotation_id is None:  # ezomero's answer when the object is not found
             raise OmeroError(f"{kind} {object_id} was not found to annotate")
         return int(annotation_id)
+
+    def register_zarr_image(self, image: ZarrImage, dataset_id: int) -> int:
+        with _translated(self.where) as m:
+            model = m.omero.model
+            image_id = self._zarr_image(m, image)
+            link = model.DatasetImageLinkI()
+            link.parent = model.DatasetI(dataset_id, False)
+            link.child = model.ImageI(image_id, False)
+            self._conn.getUpdateService().saveObject(link, self._conn.SERVICE_OPTS)
+        return image_id
+
+    def register_zarr_plate(self, plate: ZarrPlate, screen_id: int) -> int:
+        with _translated(self.where) as m:
+            model, rtypes = m.omero.model, m.omero.rtypes
+            update, options = self._conn.getUpdateService(), self._conn.SERVICE_OPTS
+            new = model.PlateI()
+            new.name = rtypes.rstring(plate.name)
+            new.rows, new.columns = rtypes.rint(len(plate.rows)), rtypes.rint(len(plate.columns))
+            link = model.ScreenPlateLinkI()
+            link.parent, link.child = model.ScreenI(screen_id, False), new
+            plate_id = int(update.saveAndReturnObject(link, options).child.id.val)
+            for zarr_well in plate.wells:
+                well = model.WellI()
+                well.plate = model.PlateI(plate_id, False)
+                well.row, well.column = rtypes.rint(zarr_well.row), rtypes.rint(zarr_well.column)
+                for field in zarr_well.fields:
+                    sample = model.WellSampleI()
+                    sample.image = model.ImageI(self._zarr_image(m, field), False)
+                    well.addWellSample(sample)
+                update.saveObject(well, options)
+        return plate_id
+
+    def _zarr_image(self, m: SimpleNamespace, image: ZarrImage) -> int:
+        """A new Image (with Pixels and Channels) reading its pixels from ``image.uri``."""
+        model, rtypes = m.omero.model, m.omero.rtypes
+        conn, options = self._conn, self._conn.SERVICE_OPTS
+        params = m.omero.sys.ParametersI()
+        params.add("value", rtypes.rstring(image.pixel_type))
+        pixels_type = conn.getQueryService().findByQuery(
+            "from PixelsType p where p.value = :value", params, options)
+        image_id = int(conn.getPixelsService().createImage(
+            image.size_x, image.size_y, image.size_z, image.size_t, list(range(image.size_c)),
+            pixels_type, image.name, "", options).val)
+        if image.channel_names:
+            conn.setChannelNames("Image", [image_id], dict(enumerate(image.channel_names, 1)))
+        created = conn.getQueryService().get("Image", image_id, options)
+        info = model.ExternalInfoI()
+        info.entityType = rtypes.rstring(NGFF_ENTITY_TYPE)
+        info.entityId = rtypes.rlong(NGFF_ENTITY_ID)
+        info.lsid = rtypes.rstring(image.uri)
+        created.details.externalInfo = info
+        conn.getUpdateService().saveObject(created, options)
+        return image_id
 
     def close(self) -> None:
         with _translated(self.where):

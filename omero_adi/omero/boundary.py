@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, Literal, Mapping, Protocol
 
 from omero_adi.orders import DestinationType
+
+if TYPE_CHECKING:  # zarr_meta needs the optional zarr library at run time
+    from omero_adi.importing.zarr_meta import ZarrImage, ZarrPlate
 
 #: What a MapAnnotation can be linked to after an import.
 AnnotatedType = Literal["Image", "Plate"]
@@ -60,6 +63,14 @@ class UserSession(Protocol):
         self, kind: AnnotatedType, object_id: int, namespace: str, values: Mapping[str, str]
     ) -> int:
         """Link a new MapAnnotation with ``values`` to the object; return its id."""
+
+    def register_zarr_image(self, image: ZarrImage, dataset_id: int) -> int:
+        """Create an Image whose pixels the server reads from ``image.uri``
+        (omero-zarr-pixel-buffer), link it to the Dataset, return its id."""
+
+    def register_zarr_plate(self, plate: ZarrPlate, screen_id: int) -> int:
+        """Create the Plate, its Wells and one such Image per field, link it to
+        the Screen, return the Plate id."""
 
     def close(self) -> None:
         """End the session on the server."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from omero_adi.omero.boundary import (
     AnnotatedType,
@@ -19,6 +19,9 @@ from omero_adi.omero.boundary import (
 )
 from omero_adi.orders import DestinationType
 from tests.omero_standin.state import StandinState, new_id
+
+if TYPE_CHECKING:  # as in the boundary: zarr only when registering
+    from omero_adi.importing.zarr_meta import ZarrImage, ZarrPlate
 
 WHERE = "standin:4064"
 
@@ -129,6 +132,39 @@ class StandinSession:
                 "namespace": namespace, "values": [list(kv) for kv in values.items()],
             })
             return annotation_id
+
+    def register_zarr_image(self, image: ZarrImage, dataset_id: int) -> int:
+        self.check_destination("Dataset", dataset_id)
+        with self.state.edit() as data:
+            return self._zarr_image(data, image, dataset_id)
+
+    def register_zarr_plate(self, plate: ZarrPlate, screen_id: int) -> int:
+        self.check_destination("Screen", screen_id)
+        with self.state.edit() as data:
+            plate_id = new_id(data)
+            fields = [[self._zarr_image(data, f, None) for f in well.fields]
+                      for well in plate.wells]
+            data["plates"][str(plate_id)] = {
+                "fileset": None, "screen": screen_id,
+                "images": [image_id for ids in fields for image_id in ids],
+                "name": plate.name, "rows": len(plate.rows), "columns": len(plate.columns),
+                "wells": [{"row": well.row, "column": well.column, "fields": ids}
+                          for well, ids in zip(plate.wells, fields)],
+                "owner": self.user, "group": self.group,
+            }
+            return plate_id
+
+    def _zarr_image(self, data: dict[str, Any], image: ZarrImage, dataset_id: int | None) -> int:
+        """Record an Image whose pixels come from ``image.uri`` (its ExternalInfo lsid)."""
+        image_id = new_id(data)
+        data["images"][str(image_id)] = {
+            "fileset": None, "dataset": dataset_id, "name": image.name,
+            "sizes": {"x": image.size_x, "y": image.size_y, "z": image.size_z,
+                      "c": image.size_c, "t": image.size_t},
+            "pixel_type": image.pixel_type, "channel_names": list(image.channel_names),
+            "lsid": image.uri, "owner": self.user, "group": self.group,
+        }
+        return image_id
 
     def close(self) -> None:
         with self.state.edit() as data:

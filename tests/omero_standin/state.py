@@ -22,6 +22,9 @@ EMPTY: dict[str, Any] = {
     "screens": {},
     "sessions": {},  # key -> {"user", "group", "ttl_ms", "closed"}
     "filesets": {},  # id -> {"template_prefix", "used_files", "images", "plates", "owner", "group"}
+    # registered Zarr (fileset None) also has "name", "sizes", "pixel_type",
+    # "channel_names", "lsid", "owner", "group"; a plate "name", "rows",
+    # "columns", "wells": [{"row", "column", "fields": [image ids]}], "owner", "group"
     "images": {},  # id -> {"fileset", "dataset"}
     "plates": {},  # id -> {"fileset", "screen", "images"}
     "annotations": [],  # {"id", "kind", "object_id", "namespace", "values": [[k, v], ...]}
