@@ -51,6 +51,8 @@ class Preprocessed:
     outputs: tuple[LocalOutput, ...]
     #: Each local file -> the original folder whose ``.processed`` holds its durable copy.
     origins: Mapping[Path, Path]
+    #: Why the outputs cannot be imported (files of the same name from different folders).
+    clashes: tuple[str, ...] = ()
 
     @property
     def to_import(self) -> tuple[LocalOutput, ...]:
@@ -92,13 +94,14 @@ def _log_output(ctx: OrderContext, run: ContainerRun, output: ContainerOutput) -
             ctx.log.info("[%s %s] %s", run.source.name, stream, line)
 
 
-def _check(run: ContainerRun, output: ContainerOutput, timeout: float) -> None:
+def _check(run: ContainerRun, output: ContainerOutput, timeout: float, uuid: str) -> None:
     what = f"preprocessing container {run.image} for {run.source.name}"
     if output.timed_out:
         raise OrderFailed(f"{what} was killed after the time limit of {timeout:g} s: "
                           f"{_tail(output)}")
     if output.cancelled:
-        raise OrderFailed(f"{what} was stopped: the daemon is shutting down")
+        raise OrderInterrupted(f"{what} was stopped: the daemon is shutting down; retry with "
+                               f"`omero-adi retry {uuid}`")
     if output.exit_code != 0:
         raise OrderFailed(f"{what} exited with code {output.exit_code}: {_tail(output)}")
 
@@ -117,6 +120,25 @@ def _outputs(ctx: OrderContext, run: ContainerRun, output: ContainerOutput) -> l
         LocalOutput(r.local_path, run.source, {KEY_PREFIX + k: v for k, v in r.keyvalues})
         for r in reported
     ]
+
+
+def _clash(run: ContainerRun, changed: Sequence[Path], reported: Sequence[LocalOutput],
+           written_by: Mapping[Path, Path]) -> str | None:
+    """Why this run's outputs cannot be imported: it replaced, in the order's one local
+    folder, a file to import that an earlier run wrote for a file in another folder
+    (a/img.tif and b/img.tif both become img.converted.tif), so that conversion is lost
+    and the link would point at the wrong folder's ``.processed``. None when it did not."""
+    clashes = [
+        path for path in changed
+        if path in written_by and written_by[path].parent != run.source.parent
+        and any(path == o.path or o.path in path.parents for o in reported)
+    ]
+    if not clashes:
+        return None
+    names = ", ".join(sorted(str(p.relative_to(run.local_dir)) for p in clashes))
+    return (f"the converted files of {written_by[clashes[0]]} and {run.source} have the same "
+            f"name: {names}; import files whose converted copies have the same name in "
+            "separate orders")
 
 
 def _fresh_dir(ctx: OrderContext, folder: Path) -> None:
@@ -148,6 +170,8 @@ def preprocess(ctx: OrderContext, engine: ContainerEngine | None = None) -> Prep
     _fresh_dir(ctx, tmp_dir)
     outputs: list[LocalOutput] = []
     origins: dict[Path, Path] = {}
+    written_by: dict[Path, Path] = {}
+    clashes: list[str] = []
     try:
         for run in runs:
             ctx.check_cancelled()
@@ -156,16 +180,20 @@ def preprocess(ctx: OrderContext, engine: ContainerEngine | None = None) -> Prep
             output = engine.run(run, timeout=settings.preprocessing_timeout,
                                 cancelled=ctx.cancelled)
             _log_output(ctx, run, output)
-            _check(run, output, settings.preprocessing_timeout)
-            outputs += _outputs(ctx, run, output)
-            origins.update(
-                (path, run.source.parent)
-                for path, stamp in _snapshot(tmp_dir).items() if before.get(path) != stamp
-            )
+            _check(run, output, settings.preprocessing_timeout, order.uuid)
+            reported = _outputs(ctx, run, output)
+            changed = [path for path, stamp in _snapshot(tmp_dir).items()
+                       if before.get(path) != stamp]
+            clash = _clash(run, changed, reported, written_by)
+            if clash:
+                clashes.append(clash)
+            outputs += reported
+            origins.update((path, run.source.parent) for path in changed)
+            written_by.update((path, run.source) for path in changed)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    return Preprocessed(tmp_dir, tuple(outputs), origins)
+    return Preprocessed(tmp_dir, tuple(outputs), origins, tuple(clashes))
 
 
 def fileset_dir(managed_repository: Path, template_prefix: str) -> Path:
@@ -202,6 +230,9 @@ def import_preprocessed(
     fails the order, saying which were switched.
     """
     preprocessed = preprocess(ctx, engine)
+    if preprocessed.clashes:
+        shutil.rmtree(preprocessed.tmp_dir, ignore_errors=True)
+        raise OrderFailed(preprocessed.clashes[0])
     items = [ImportItem(o.path, o.source, o.keyvalues) for o in preprocessed.to_import]
     try:
         result = import_items(ctx, items)
