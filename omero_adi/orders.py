@@ -95,6 +95,13 @@ class Order:
     def preprocessing_id(self) -> int | None:
         return self.preprocessing.id if self.preprocessing else None
 
+    @property
+    def file_texts(self) -> tuple[str, ...]:
+        """The paths as the order wrote them (``Path`` turns ``s3://`` into ``s3:/``)."""
+        return tuple(
+            "s3://" + str(p)[4:] if str(p).startswith("s3:/") else str(p) for p in self.files
+        )
+
 
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value.strip():

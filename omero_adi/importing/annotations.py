@@ -72,7 +72,7 @@ def import_annotation(
         "Username": order.user,
         "DestinationID": str(order.destination_id),
         "DestinationType": order.destination_type,
-        "Files": json.dumps([str(f) for f in order.files]),
+        "Files": json.dumps(list(order.file_texts)),
         "FileNames": json.dumps(list(order.file_names)),
     }
     if order.preprocessing is not None:
