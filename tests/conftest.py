@@ -56,7 +56,8 @@ def pg_admin_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def make_pg_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
     """A factory of fresh, empty databases; all are dropped at the end."""
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart the server while this engine idles
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     created: list[str] = []
 
     def make() -> str:

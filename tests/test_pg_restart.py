@@ -1,0 +1,73 @@
+"""PostgreSQL restarted under load: every order still runs exactly once.
+
+This restarts the local PostgreSQL server (``pg_ctlcluster … restart``), so it
+needs that server and the right to restart it, as on the CI machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from omero_adi.store.models import STAGE_IMPORTED, STAGE_INGEST_STARTED
+from omero_adi.store.retry import retry_transient
+from tests.helpers import insert_order, wait_for
+from tests.test_daemon_processes import Daemons, _count, setup  # noqa: F401  (fixture)
+
+ORDERS = 120
+
+
+def _restart_command(admin_url: str) -> list[str]:
+    host = make_url(admin_url).host
+    clusters = shutil.which("pg_lsclusters")
+    if host not in ("127.0.0.1", "localhost") or clusters is None:
+        pytest.skip("restarting PostgreSQL needs the local server and pg_ctlcluster")
+    version, name = subprocess.run(
+        [clusters, "--no-header"], capture_output=True, text=True, check=True
+    ).stdout.split()[:2]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart"]
+
+
+def test_orders_survive_a_postgresql_restart(setup, pg_admin_url) -> None:  # noqa: F811
+    engine, base, daemons = setup
+    restart = _restart_command(pg_admin_url)
+    for _ in range(2):
+        daemons.start("--workers", "2", "--poll", "2")
+    inserted: list[str] = []
+    restarted = threading.Event()
+
+    def client() -> None:
+        """A script inserting orders throughout, retrying as a careful client would."""
+        for n in range(ORDERS):
+            uuid = f"restart-{n:03d}"
+            retry_transient(lambda: insert_order(engine, uuid, [str(base / "image.tif")]),
+                            attempts=None, max_delay=1.0)
+            inserted.append(uuid)
+            if n == ORDERS // 3:
+                restarted.wait(60)
+
+    writer = threading.Thread(target=client)
+    writer.start()
+    wait_for(lambda: len(inserted) > ORDERS // 3, what="load before the restart")
+    subprocess.run(restart, check=True, timeout=120)
+    restarted.set()
+    writer.join(timeout=300)
+    assert len(inserted) == ORDERS
+
+    def all_done() -> bool:
+        try:
+            return _count(engine, STAGE_IMPORTED) == ORDERS
+        except sa.exc.OperationalError:
+            return False
+
+    wait_for(all_done, timeout=180, what="every order after the restart")
+    assert _count(engine, STAGE_INGEST_STARTED) == ORDERS
+    runs = daemons.runs()
+    assert set(runs) == set(inserted) and max(runs.values()) == 1
+    assert Path(base / "image.tif").read_bytes() == b"pixels"
