@@ -36,7 +36,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     logs.configure(settings)
     log.info("omero-adi %s; settings: %s", __version__, settings.describe())
-    engine = open_store(settings)
+    engine = open_store(settings, wait=True)
     handler = build_handler(settings)
     daemon = Daemon(settings, engine, handler)
     endpoint = metrics.serve(daemon)

@@ -51,7 +51,7 @@ def main() -> None:
             time.sleep(0.05)
         return f"done by {os.getpid()}"
 
-    daemon = Daemon(settings, open_store(settings), handler)
+    daemon = Daemon(settings, open_store(settings, wait=True), handler)
     daemon.install_signal_handlers()
     daemon.run()
 

@@ -54,7 +54,8 @@ def test_orders_survive_a_postgresql_restart(setup, pg_admin_url) -> None:  # no
 
     writer = threading.Thread(target=client)
     writer.start()
-    wait_for(lambda: len(inserted) > ORDERS // 3, what="load before the restart")
+    wait_for(lambda: len(inserted) > ORDERS // 3 and _count(engine, STAGE_IMPORTED) > 10,
+             what="the daemons working before the restart")
     subprocess.run(restart, check=True, timeout=120)
     restarted.set()
     writer.join(timeout=300)
