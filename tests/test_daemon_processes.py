@@ -48,6 +48,13 @@ class Daemons:
             except subprocess.TimeoutExpired:
                 process.kill()
 
+    def start_blocked_order(self, engine: sa.Engine, uuid: str) -> subprocess.Popen[bytes]:
+        """A daemon whose handler never finishes, busy with order ``uuid``."""
+        process = self.start("--block-on", str(self.log_dir / "never"))
+        insert_order(engine, uuid, [str(self.base / "image.tif")])
+        wait_for(lambda: self.runs()[uuid] == 1, what="the order to start")
+        return process
+
     def runs(self) -> collections.Counter[str]:
         """How often the handler ran each order, across all processes."""
         if not self.record.exists():
@@ -90,13 +97,9 @@ def test_four_daemons_run_each_of_300_orders_exactly_once(setup) -> None:
     assert len(pids) > 1, "the race needs more than one daemon taking part"
 
 
-def test_kill_9_mid_order_then_restart_finalises_it_without_running_it_again(
-    setup, tmp_path: Path
-) -> None:
+def test_kill_9_mid_order_then_restart_finalises_it_without_running_it_again(setup) -> None:
     engine, base, daemons = setup
-    first = daemons.start("--block-on", str(tmp_path / "never"))
-    insert_order(engine, "victim", [str(base / "image.tif")])
-    wait_for(lambda: daemons.runs()["victim"] == 1, what="the order to start")
+    first = daemons.start_blocked_order(engine, "victim")
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert current_stage(engine, "victim") == STAGE_INGEST_STARTED
@@ -109,13 +112,9 @@ def test_kill_9_mid_order_then_restart_finalises_it_without_running_it_again(
     assert daemons.runs()["victim"] == 1
 
 
-def test_sigterm_during_a_long_order_records_interrupted_by_shutdown(
-    setup, tmp_path: Path
-) -> None:
+def test_sigterm_during_a_long_order_records_interrupted_by_shutdown(setup) -> None:
     engine, base, daemons = setup
-    daemon = daemons.start("--block-on", str(tmp_path / "never"))
-    insert_order(engine, "long", [str(base / "image.tif")])
-    wait_for(lambda: daemons.runs()["long"] == 1, what="the order to start")
+    daemon = daemons.start_blocked_order(engine, "long")
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0
     stage, description = stages(engine, "long")[-1]

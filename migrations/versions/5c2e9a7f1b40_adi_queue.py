@@ -54,20 +54,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_adi_queue_uuid", "adi_queue", ["uuid"])
     # Small partial indexes: waiting entries, and entries being worked on.
-    op.create_index(
-        "ix_adi_queue_waiting",
-        "adi_queue",
-        ["event_id"],
-        postgresql_where=sa.text("claimed_by IS NULL AND finished_at IS NULL"),
-        sqlite_where=sa.text("claimed_by IS NULL AND finished_at IS NULL"),
-    )
-    op.create_index(
-        "ix_adi_queue_running",
-        "adi_queue",
-        ["claimed_by"],
-        postgresql_where=sa.text("claimed_by IS NOT NULL AND finished_at IS NULL"),
-        sqlite_where=sa.text("claimed_by IS NOT NULL AND finished_at IS NULL"),
-    )
+    for name, column, where in (
+        ("ix_adi_queue_waiting", "event_id", "claimed_by IS NULL AND finished_at IS NULL"),
+        ("ix_adi_queue_running", "claimed_by", "claimed_by IS NOT NULL AND finished_at IS NULL"),
+    ):
+        op.create_index(name, "adi_queue", [column], postgresql_where=sa.text(where),
+                        sqlite_where=sa.text(where))
     if op.get_bind().dialect.name == "postgresql":
         op.execute(PG_FUNCTION)
         op.execute(PG_TRIGGER)
