@@ -373,48 +373,41 @@ def test_every_failure_ends_in_import_failed_and_the_daemon_keeps_serving(
     _plain_order_still_works(site)
 
 
+def _single_failing_order(site: Site, uuid: str, image: str) -> str:
+    """Run one preprocessing order that must fail, check it left nothing behind
+    and the daemon still serves; return its description."""
+    original = site.file(f"{uuid}/img.tif")
+    before = digests(site.data)
+    with running_daemon(site.settings, site.engine, site.handler):
+        site.submit(uuid, [original], pre=site.preprocessing(image))
+        site.wait(uuid)
+    stage, description = site.outcome(uuid)
+    assert stage == STAGE_INGEST_FAILED
+    assert not site.tmp_dir(uuid).exists()
+    assert site.imports_of(uuid) == []
+    assert digests(site.data) == before
+    _plain_order_still_works(site)
+    return description
+
+
 def test_a_hung_container_is_killed_and_reported(
     make_site: Callable[..., Site], podman_ready: str,  # noqa: F811
 ) -> None:
     site = make_site(preprocessing_timeout=3)
-    original = site.file("hang/img.tif")
-    before = digests(site.data)
-    hang = site.preprocessing("hang")
-    with running_daemon(site.settings, site.engine, site.handler):
-        site.submit("hang", [original], pre=hang)
-        site.wait("hang")
-    stage, description = site.outcome("hang")
-    assert stage == STAGE_INGEST_FAILED
+    description = _single_failing_order(site, "hang", "hang")
     assert description == (f"preprocessing container {site.images['hang']} for img.tif was "
                            "killed after the time limit of 3 s: starting")
     assert STAGE_PREPROCESSING in site.stage_names("hang")
     assert_no_containers_left(podman_ready, "hang")
-    assert not site.tmp_dir("hang").exists()
-    assert site.imports_of("hang") == []
-    assert digests(site.data) == before
-
-    _plain_order_still_works(site)
 
 
 def test_keep_id_as_root_fails_clearly(make_site: Callable[..., Site]) -> None:
     site = make_site(podman_userns_mode="keep-id")
-    original = site.file("keep/img.tif")
-    before = digests(site.data)
-    convert = site.preprocessing("convert")
-    with running_daemon(site.settings, site.engine, site.handler):
-        site.submit("keepid", [original], pre=convert)
-        site.wait("keepid")
-    stage, description = site.outcome("keepid")
-    assert stage == STAGE_INGEST_FAILED
+    description = _single_failing_order(site, "keepid", "convert")
     assert "keep-id" in description and "rootless" in description, description
     assert description.startswith(
         f"Podman could not create the container {site.images['convert']} for img.tif"), \
         description
-    assert not site.tmp_dir("keepid").exists()
-    assert site.imports_of("keepid") == []
-    assert digests(site.data) == before
-
-    _plain_order_still_works(site)
 
 
 def test_shutdown_stops_a_running_container_and_says_how_to_retry(
