@@ -1,17 +1,15 @@
 """The daemon: wake on new orders, claim them, run them on a pool of workers.
 
 One loop thread does all the waiting and claiming; ``max_workers`` worker
-threads run orders. The loop wakes on PostgreSQL ``NOTIFY`` (or a short poll
-on SQLite), on a worker finishing, and on its timers: safety poll, heartbeat
-and recovery.
+threads run orders. The loop sleeps in the :class:`DatabasePoller` until an
+order may be waiting or a worker finishes, and runs its timers: heartbeat
+(only while orders run) and recovery of interrupted orders.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue as queuelib
-import selectors
 import signal
 import threading
 import time
@@ -24,72 +22,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from omero_adi.logs import order_log
 from omero_adi.orders import OrderRejected, UploadOrderManager
 from omero_adi.pipeline import OrderContext, OrderFailed, OrderHandler
+from omero_adi.poller import DatabasePoller
 from omero_adi.settings import Settings
 from omero_adi.store.models import STAGE_IMPORTED, STAGE_INGEST_FAILED
 from omero_adi.store.queue import Claim, OrderQueue
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "omero_adi_orders"
 #: Seconds a worker may take to wind up after its order was cancelled.
 CANCEL_GRACE = 30.0
-
-
-class Listener:
-    """A dedicated PostgreSQL connection that LISTENs for new orders.
-
-    It reconnects after a database restart (with backoff); the daemon polls
-    once after every reconnect, so no order is missed in between.
-    """
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self.connection: Any = None
-        self.retry_at = 0.0
-        self.backoff = 0.5
-
-    def connect(self) -> bool:
-        if self.connection is not None:
-            return True
-        if time.monotonic() < self.retry_at:
-            return False
-        try:
-            pooled = self.engine.raw_connection()
-            connection = pooled.driver_connection
-            pooled.detach()  # ours alone, never returned to the pool
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(f"LISTEN {CHANNEL}")
-        except Exception as exc:  # psycopg2 errors of every kind mean "not now"
-            self.retry_at = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, 30.0)
-            log.warning("cannot listen for orders (%s); retrying in %.0fs", exc, self.backoff)
-            return False
-        self.connection, self.backoff = connection, 0.5
-        log.info("listening for new orders")
-        return True
-
-    def fileno(self) -> int:
-        return int(self.connection.fileno())
-
-    def drain(self) -> bool:
-        """Consume notifications; False when the connection is lost."""
-        try:
-            self.connection.poll()
-            self.connection.notifies.clear()
-            return True
-        except Exception as exc:
-            log.warning("lost the listening connection (%s)", exc)
-            self.close()
-            return False
-
-    def close(self) -> None:
-        if self.connection is not None:
-            try:
-                self.connection.close()
-            except Exception:
-                pass
-        self.connection = None
+#: Seconds before claiming again after the database refused a claim.
+CLAIM_RETRY = 1.0
 
 
 @dataclass
@@ -120,15 +63,17 @@ class Daemon:
         self.queue = OrderQueue(engine, owner)
         self.manager = UploadOrderManager(settings)
         self.on_event = on_event
-        self.postgres = engine.dialect.name == "postgresql"
-        self.listener = Listener(engine) if self.postgres else None
+        postgres = engine.dialect.name == "postgresql"
+        self.poller = DatabasePoller(
+            engine, settings.poll_interval if postgres else settings.sqlite_poll_interval
+        )
         self.claims: queuelib.Queue[Claim | None] = queuelib.Queue()
         self.running: set[str] = set()
         self.running_lock = threading.Lock()
         self.stopping = threading.Event()
+        #: Set once the loop has stopped claiming (a claim under way at stop() ends first).
+        self.claiming_stopped = threading.Event()
         self.cancelled = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
         self.workers: list[threading.Thread] = []
         #: When the loop last went round (monotonic): its liveness, for /healthz.
         self.loop_seen = time.monotonic()
@@ -137,7 +82,7 @@ class Daemon:
     def stop(self) -> None:
         """Ask the daemon to stop claiming and shut down (signal-safe)."""
         self.stopping.set()
-        self._wake()
+        self.poller.wake()
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -151,45 +96,27 @@ class Daemon:
             worker.start()
             self.workers.append(worker)
         self._loop()
+        self.claiming_stopped.set()
         self._shutdown()
 
     # --- the loop ----------------------------------------------------------
     def _loop(self) -> None:
-        poll = _Timer(self.settings.poll_interval if self.postgres else self.settings.sqlite_poll_interval)
         heartbeat = _Timer(self.settings.heartbeat_interval)
         recovery = _Timer(self.settings.recovery_interval)
         wanted = self._startup()
-        selector = selectors.DefaultSelector()
-        selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        listening = False
         while not self.stopping.is_set():
-            self.loop_seen = time.monotonic()
-            if self.listener is not None and not listening and self.listener.connect():
-                selector.register(self.listener.fileno(), selectors.EVENT_READ, "notify")
-                listening, wanted = True, True  # catch up on anything sent while away
-            now = time.monotonic()
-            if poll.fire(now):
-                wanted = True
+            self.loop_seen = now = time.monotonic()
             if heartbeat.fire(now) and self._busy():
                 self._guarded(self.queue.heartbeat, "heartbeat")
             if recovery.fire(now):
                 self._recover()
             if wanted:
                 wanted = self._claim_while_free()
-            timeout = min(t.due for t in (poll, heartbeat, recovery)) - time.monotonic()
-            if self.listener is not None and not listening:
-                timeout = min(timeout, 1.0)
-            for key, _ in selector.select(timeout=max(timeout, 0.0) if not wanted else 0.0):
-                if key.data == "wake":
-                    os.read(self._wake_r, 4096)
-                    wanted = True
-                elif self.listener is not None:
-                    if self.listener.drain():
-                        wanted = True
-                    else:
-                        selector.unregister(key.fd)
-                        listening = False
-        selector.close()
+            timeout = min(heartbeat.due, recovery.due) - time.monotonic()
+            if wanted and self._free_slots() > 0:
+                timeout = min(timeout, CLAIM_RETRY)  # claiming failed: try again soon
+            # With the pool full, a finishing worker wakes the poller.
+            wanted = self.poller.wait(timeout) or wanted
 
     def _startup(self) -> bool:
         """Queue orders that arrived while no trigger or daemon ran; recover."""
@@ -212,7 +139,6 @@ class Daemon:
                 claim = self.queue.claim_next()
             except SQLAlchemyError as exc:
                 log.warning("cannot claim orders now (%s); will try again", type(exc).__name__)
-                time.sleep(min(1.0, self.settings.sqlite_poll_interval * 2))
                 return True
             if claim is None:
                 return False
@@ -237,12 +163,6 @@ class Daemon:
         except SQLAlchemyError as exc:
             log.warning("%s failed (%s); will try again", what, exc.__class__.__name__)
 
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
-
     def _emit(self, what: str, claim: Claim, stage: str) -> None:
         if self.on_event is not None:
             self.on_event(what, claim, stage)
@@ -260,7 +180,7 @@ class Daemon:
             finally:
                 with self.running_lock:
                     self.running.discard(claim.uuid)
-                self._wake()
+                self.poller.wake()
 
     def _run_order(self, claim: Claim) -> tuple[str, str | None]:
         order_logger = order_log(claim.uuid)
@@ -310,8 +230,5 @@ class Daemon:
             self.claims.put(None)
         for worker in self.workers:
             worker.join(timeout=CANCEL_GRACE)  # a stuck one is left to recovery
-        if self.listener is not None:
-            self.listener.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self.poller.close()
         log.info("daemon %s stopped", self.queue.owner)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -155,6 +156,7 @@ def test_shutdown_lets_running_orders_finish(store, data) -> None:
         insert_order(engine, "slow", [str(data / "image.tif")])
         wait_for(entered.is_set, what="order start")
         daemon.stop()
+        wait_for(daemon.claiming_stopped.is_set, what="the loop to stop claiming")
         insert_order(engine, "late", [str(data / "image.tif")])
         release.set()
     assert current_stage(engine, "slow") == STAGE_IMPORTED
@@ -284,3 +286,26 @@ def test_daemon_on_sqlite(sqlite_url, data) -> None:
                 "UPDATE imports SET stage = 'Import Pending' WHERE uuid = 'lite'"))
         wait_for(lambda: len(stages(engine, "lite")) == 5, what="legacy retry on SQLite")
     assert current_stage(engine, "lite") == STAGE_IMPORTED
+
+
+def test_a_full_pool_waits_for_a_worker_instead_of_spinning(make_pg_database, data) -> None:
+    settings = make_settings(make_pg_database(), data, max_workers=1)
+    engine = open_store(settings)
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking(ctx: OrderContext) -> str:
+        entered.set()
+        release.wait(10)
+        return "done"
+
+    with running_daemon(settings, engine, blocking):
+        insert_order(engine, "first", [str(data / "image.tif")])
+        wait_for(entered.is_set, what="the first order to start")
+        for n in range(3):
+            insert_order(engine, f"waiting-{n}", [str(data / "image.tif")])
+        cpu = time.process_time()
+        threading.Event().wait(1.0)  # a window to measure in, not a synchronisation
+        busy = time.process_time() - cpu
+        release.set()
+        wait_for(lambda: current_stage(engine, "waiting-2") == STAGE_IMPORTED, what="the rest")
+    assert busy < 0.3, f"the daemon used {busy:.2f} s of CPU in 1 s with nothing to do"
