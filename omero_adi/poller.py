@@ -39,7 +39,7 @@ class Listener:
             return False
         try:
             pooled = self.engine.raw_connection()
-            connection = pooled.driver_connection
+            connection: Any = pooled.driver_connection
             pooled.detach()  # ours alone, never returned to the pool
             connection.autocommit = True
             with connection.cursor() as cursor:
@@ -52,6 +52,9 @@ class Listener:
         self.connection, self.backoff = connection, 0.5
         log.info("listening for new orders")
         return True
+
+    def fileno(self) -> int:
+        return int(self.connection.fileno())
 
     def drain(self) -> bool:
         """Consume notifications; False when the connection is lost."""
@@ -95,7 +98,7 @@ class DatabasePoller:
         (a notification, a reconnect, the safety poll, or a wake-up)."""
         if self.listener is not None and self.listener.connection is None:
             if self.listener.connect():
-                self.selector.register(self.listener.connection.fileno(), selectors.EVENT_READ, "notify")
+                self.selector.register(self.listener.fileno(), selectors.EVENT_READ, "notify")
                 return True  # catch up on anything sent while away
             timeout = min(timeout, RECONNECT_CHECK)
         now = time.monotonic()

@@ -327,7 +327,7 @@ def setting_docs() -> list[tuple[str, str, Any, str]]:
     kinds = _field_types()
     rows = []
     for f in dataclasses.fields(Settings):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         kind = kinds[f.name]
         name = kind.__name__ if isinstance(kind, type) and not isinstance(kind, types.GenericAlias) else str(kind)
         rows.append((f.name, name, default, f.metadata["doc"]))

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from omero_adi.importing.importer import DataPackageImporter
 from omero_adi.settings import Settings, build_settings

@@ -70,7 +70,7 @@ def recent_orders(
 
 def history(engine: Engine, uuid: str) -> list[Any]:
     with engine.connect() as connection:
-        return connection.execute(query("order_history", engine.dialect.name), {"uuid": uuid}).all()
+        return list(connection.execute(query("order_history", engine.dialect.name), {"uuid": uuid}))
 
 
 def _append(engine: Engine, source_id: int, stage: str, description: str) -> int:

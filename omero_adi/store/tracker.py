@@ -11,7 +11,7 @@ import os
 from typing import Any, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from omero_adi.settings import DEFAULT_SQLITE_URL, mask_url
 from omero_adi.store import migrate
@@ -92,8 +92,9 @@ class IngestTracker:
                     self.engine, allow_auto_stamp=_env_flag("ADI_ALLOW_AUTO_STAMP", False)
                 )
             # Without migrations, at least the shared tables must exist.
+            tables = IngestionTracking.metadata.tables
             IngestionTracking.metadata.create_all(
-                self.engine, tables=[Preprocessing.__table__, IngestionTracking.__table__]
+                self.engine, tables=[tables["imports_preprocessing"], tables["imports"]]
             )
         except BaseException:
             self.engine.dispose()  # a failed start must not keep connections open
