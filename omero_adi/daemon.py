@@ -163,9 +163,11 @@ class Daemon:
         except SQLAlchemyError as exc:
             log.warning("%s failed (%s); will try again", what, exc.__class__.__name__)
 
-    def _emit(self, what: str, claim: Claim, stage: str) -> None:
+    def _emit(self, what: str, claim: Claim, detail: str) -> None:
+        """Tell ``on_event`` (metrics): ``claimed``, ``stage`` and ``finished``
+        with a stage as detail, or a handler's own observation."""
         if self.on_event is not None:
-            self.on_event(what, claim, stage)
+            self.on_event(what, claim, detail)
 
     # --- workers -----------------------------------------------------------
     def _work(self) -> None:
@@ -192,6 +194,7 @@ class Daemon:
                 log=order_logger,
                 record_stage=lambda stage, text: self._record(claim, stage, text),
                 cancelled=self.cancelled,
+                emit=lambda what, detail: self._emit(what, claim, detail),
             )
             order_logger.info("running order of %s/%s: %d path(s) into %s %s", order.group,
                               order.user, len(order.files), order.destination_type,

@@ -96,13 +96,22 @@ class DaemonMetrics:
             "omero_adi_orders_running", "Orders this daemon is running now.",
             registry=self.registry,
         ).set_function(lambda: len(daemon.running))
+        self.importer_exits = prom.Counter(
+            "omero_adi_importer_exits", "Runs of the OMERO importer, by exit status "
+            "('timeout' when it was killed for running too long).",
+            ["code"], registry=self.registry,
+        )
         prom.ProcessCollector(registry=self.registry)
         self._lock = threading.Lock()
         self._in_stage: dict[int, tuple[str, float]] = {}
         self._new_claims: deque[int] = deque(maxlen=MAX_PENDING_PICKUPS)
 
     def on_event(self, what: str, claim: Claim, stage: str) -> None:
-        """The daemon's hook: ``claimed``, ``stage`` (entered) and ``finished``."""
+        """The daemon's hook: ``claimed``, ``stage`` (entered), ``finished``, and
+        the importer's ``importer_exit`` (its status in place of a stage)."""
+        if what == "importer_exit":
+            self.importer_exits.labels(stage).inc()
+            return
         now = time.monotonic()
         key = claim.row.event_id
         with self._lock:

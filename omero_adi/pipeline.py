@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -35,6 +35,8 @@ class OrderContext:
     record_stage: Callable[[str, str | None], None]
     #: Set when running work must stop (shutdown timeout): kill subprocesses.
     cancelled: threading.Event
+    #: Report an observation (e.g. ``importer_exit``, ``"0"``) to the daemon's metrics.
+    emit: Callable[[str, str], None] = field(default=lambda what, detail: None)
 
     @property
     def log_dir(self) -> Path:

@@ -47,6 +47,7 @@ class World:
         )
         self.importer = DataPackageImporter(self.server, retry_delay=0.01)
         self.count = 0
+        self.emitted: list[tuple[str, str]] = []
 
     def file(self, name: str, content: bytes = b"pixels") -> Path:
         path = self.data / name
@@ -68,6 +69,7 @@ class World:
             order=order, settings=replace(self.settings, **settings),
             log=logging.LoggerAdapter(logging.getLogger("test.order"), {}),
             record_stage=lambda stage, description: None, cancelled=threading.Event(),
+            emit=lambda what, detail: self.emitted.append((what, detail)),
         )
 
     def run(self, order: Order, **settings: Any) -> str:
@@ -117,6 +119,7 @@ def test_single_file_into_a_dataset(world: World) -> None:
     assert values["Files"] == f'["{image}"]' and values["FileNames"] == '["cells.tif"]'
     assert all(s["closed"] for s in state["sessions"].values())
     assert world.checksums() == before
+    assert world.emitted == [("importer_exit", "0")]
 
 
 def test_plate_into_a_screen(world: World) -> None:
@@ -256,6 +259,7 @@ def test_importer_timeout_kills_it(world: World) -> None:
     assert time.monotonic() - started < 15
     assert description.startswith(
         "Import failed: the importer ran longer than import_timeout (1 s) and was killed.")
+    assert world.emitted == [("importer_exit", "timeout")]
 
 
 def test_cancellation_stops_the_importer(world: World) -> None:

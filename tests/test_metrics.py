@@ -74,7 +74,9 @@ def handler(ctx: OrderContext) -> str:
     if name.startswith("pre"):
         ctx.record_stage(STAGE_PREPROCESSING, None)
     if name.startswith("bad"):
+        ctx.emit("importer_exit", "2")
         raise OrderFailed("bad sample")
+    ctx.emit("importer_exit", "0")
     return "ok"
 
 
@@ -111,6 +113,8 @@ def test_counters_follow_orders_and_healthz_is_green(pg_url, tmp_path, omero_por
                   (("stage", "Import Preprocessing"),))] == 1
     assert after[("omero_adi_pickup_latency_seconds_count", ())] == 3
     assert 0 <= after[("omero_adi_pickup_latency_seconds_sum", ())] < 30
+    assert after[("omero_adi_importer_exits_total", (("code", "0"),))] == 2
+    assert after[("omero_adi_importer_exits_total", (("code", "2"),))] == 1
     assert after[("omero_adi_queue_waiting", ())] == 0
     assert after[("omero_adi_orders_running", ())] == 0
     assert status == 200, body

@@ -245,6 +245,7 @@ class DataPackageImporter:
             )
         except ImporterOutputError as exc:
             raise OrderFailed(f"{exc} (see {files.out})") from exc
+        ctx.emit("importer_exit", "timeout" if run.finished.timed_out else str(run.finished.returncode))
         ctx.check_cancelled()
         ctx.log.info("importer finished: exit %s in %.1fs, %d fileset(s) reported",
                      run.finished.returncode, run.finished.seconds, len(run.filesets))
