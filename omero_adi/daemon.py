@@ -177,12 +177,30 @@ class Daemon:
                 return
             try:
                 stage, description = self._run_order(claim)
-                self.queue.finish(claim, stage, description)
-                self._emit("finished", claim, stage)
+                self._finish(claim, stage, description)
             finally:
                 with self.running_lock:
                     self.running.discard(claim.uuid)
                 self.poller.wake()
+
+    def _finish(self, claim: Claim, stage: str, description: str | None) -> None:
+        """Record the outcome. Transient errors are retried inside ``finish``;
+        if the database refuses the event itself, record a plain failure so the
+        order does not stay ``Import Started`` (its heartbeats would keep it there)."""
+        try:
+            self.queue.finish(claim, stage, description)
+        except SQLAlchemyError as exc:
+            log.exception("order %s: could not record %r", claim.uuid, stage)
+            try:
+                self.queue.finish(claim, STAGE_INGEST_FAILED, (
+                    f"the outcome ({stage}) could not be recorded: {type(exc).__name__}; "
+                    "see logs/app.logs"))
+            except SQLAlchemyError:
+                log.critical("order %s: no outcome recorded; recovery will finalise it once "
+                             "this daemon stops", claim.uuid)
+                return
+            stage = STAGE_INGEST_FAILED
+        self._emit("finished", claim, stage)
 
     def _run_order(self, claim: Claim) -> tuple[str, str | None]:
         order_logger = order_log(claim.uuid)

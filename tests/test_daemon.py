@@ -309,3 +309,24 @@ def test_a_full_pool_waits_for_a_worker_instead_of_spinning(make_pg_database, da
         release.set()
         wait_for(lambda: current_stage(engine, "waiting-2") == STAGE_IMPORTED, what="the rest")
     assert busy < 0.3, f"the daemon used {busy:.2f} s of CPU in 1 s with nothing to do"
+
+
+def test_outcomes_the_database_refuses_still_end_the_order(store, data) -> None:
+    settings, engine = store
+    with engine.begin() as connection:  # a site rule that rejects some descriptions
+        connection.execute(sa.text(
+            "ALTER TABLE imports ADD CONSTRAINT no_secrets "
+            "CHECK (description IS NULL OR description NOT LIKE '%secret%')"))
+
+    def handler(ctx: OrderContext) -> str:
+        return {"nul": "binary\x00output", "refused": "a secret"}[ctx.order.uuid]
+
+    with running_daemon(settings, engine, handler):
+        insert_order(engine, "nul", [str(data / "image.tif")])
+        insert_order(engine, "refused", [str(data / "image.tif")])
+        wait_for(lambda: current_stage(engine, "nul") == STAGE_IMPORTED, what="nul order")
+        wait_for(lambda: current_stage(engine, "refused") == STAGE_INGEST_FAILED,
+                 what="refused outcome")
+    assert stages(engine, "nul")[-1][1] == "binary\\0output"
+    assert stages(engine, "refused")[-1][1].startswith(
+        "the outcome (Import Completed) could not be recorded: IntegrityError")

@@ -163,6 +163,8 @@ class OrderQueue:
         self, connection: Connection, source_id: int, stage: str,
         description: str | None, file_names: str | None,
     ) -> int:
+        if description is not None:
+            description = description.replace("\x00", "\\0")  # text columns refuse NUL
         result = connection.execute(
             self._q("copy_event"),
             {"source_id": source_id, "stage": stage, "description": description,
