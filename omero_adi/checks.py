@@ -74,7 +74,12 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         ("inplace_tmp_root", lambda: check_folder(Path(settings.inplace_tmp_root))),
         ("managed_repository", lambda: check_folder(Path(settings.managed_repository))),
     ]
-    logging.getLogger("omero_adi").setLevel(logging.ERROR)  # keep the output to one line each
-    for name, check in checks:
-        ok, detail = check()
-        yield name, ok, detail
+    quiet = logging.getLogger("omero_adi")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # keep the output to one line per check
+    try:
+        for name, check in checks:
+            ok, detail = check()
+            yield name, ok, detail
+    finally:
+        quiet.setLevel(level)
