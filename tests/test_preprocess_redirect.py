@@ -75,7 +75,7 @@ class FakeImporter:
         ]
         if self.fail_after is not None:
             raise ImportFailed("1 of 2 paths failed to import", imported)
-        return ImportResult(tuple(imported), ())
+        return ImportResult(tuple(imported))
 
 
 def _two_files(tmp_path: Path) -> list[Path]:

@@ -83,7 +83,6 @@ class ImportedFileset:
 @dataclass(frozen=True)
 class ImportResult:
     filesets: tuple[ImportedFileset, ...]
-    annotation_ids: tuple[int, ...]
     #: The ``.zarr`` paths registered instead of imported (``use_register_zarr``).
     registered: tuple[RegisteredZarr, ...] = ()
 
@@ -119,16 +118,9 @@ class ImportFailed(OrderFailed):
 class DataPackageImporter:
     """The daemon's :class:`~omero_adi.pipeline.OrderHandler` for in-place imports."""
 
-    def __init__(
-        self,
-        server: OmeroServer,
-        *,
-        retry_delay: float = 1.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-    ):
+    def __init__(self, server: OmeroServer, *, retry_delay: float = 1.0):
         self.server = server
         self.retry_delay = retry_delay
-        self.clock = clock
 
     def __call__(self, ctx: OrderContext) -> str:
         order = ctx.order
@@ -213,17 +205,17 @@ class DataPackageImporter:
             raise OrderFailed(f"registering Zarr failed: {exc}; nothing was imported, and any "
                               "store registered before the failure is named in the log") from exc
         done = f"registered {_registered(registered)}"
-        annotation_ids = self._annotate(
+        self._annotate(
             ctx, session, [_Origin(r.path, {}, _targets(r, kind)) for r in registered], done)
         if not paths:
-            return ImportResult((), annotation_ids, registered)
+            return ImportResult((), registered)
         try:
             imported = self._import(ctx, session, [ImportItem.of(path) for path in paths])
         except OrderInterrupted:
             raise
         except OrderFailed as exc:
             raise OrderFailed(f"{exc}\nRegistered (annotated): {_registered(registered)}.") from exc
-        return ImportResult(imported.filesets, annotation_ids + imported.annotation_ids, registered)
+        return ImportResult(imported.filesets, registered)
 
     def _import(
         self, ctx: OrderContext, session: UserSession, items: Sequence[ImportItem]
@@ -257,7 +249,8 @@ class DataPackageImporter:
         origins = [_Origin(str(e.item.origin), e.item.keyvalues, _targets(e.fileset, kind))
                    for e in imported]
         done = f"imported {'; '.join(e.describe() for e in imported)}"
-        return ImportResult(tuple(imported), self._annotate(ctx, session, origins, done))
+        self._annotate(ctx, session, origins, done)
+        return ImportResult(tuple(imported))
 
     @staticmethod
     def _match(
@@ -286,13 +279,12 @@ class DataPackageImporter:
 
     def _annotate(
         self, ctx: OrderContext, session: UserSession, origins: Sequence[_Origin], done: str
-    ) -> tuple[int, ...]:
+    ) -> None:
         """One MapAnnotation per new object; ``done`` says what was created, for a failure."""
         order = ctx.order
         kind = _annotated_kind(ctx)
-        timestamp = self.clock()
+        timestamp = datetime.now(timezone.utc)
         metadata: dict[str, dict[str, str]] = {}
-        annotation_ids: list[int] = []
         for origin in origins:
             path = Path(origin.filepath)
             if origin.filepath not in metadata:  # none beside an s3:// store
@@ -305,13 +297,13 @@ class DataPackageImporter:
             values["Filepath"] = origin.filepath  # Path() turns s3:// into s3:/
             for object_id in origin.object_ids:
                 try:
-                    annotation_ids.append(session.annotate(kind, object_id, NAMESPACE, values))
+                    session.annotate(kind, object_id, NAMESPACE, values)
                 except OmeroError as exc:
                     raise OrderFailed(
                         f"{done}, but annotating {kind} {object_id} failed: {exc}"
                     ) from exc
-        ctx.log.info("annotated %d %s(s) in namespace %s", len(annotation_ids), kind, NAMESPACE)
-        return tuple(annotation_ids)
+        count = sum(len(origin.object_ids) for origin in origins)
+        ctx.log.info("annotated %d %s(s) in namespace %s", count, kind, NAMESPACE)
 
 
 class _InSession:
