@@ -65,7 +65,6 @@ class ContainerRun:
 class ReportedFile:
     """One entry of the converter's JSON list, its ``alt_path`` mapped locally."""
 
-    name: str
     local_path: Path
     keyvalues: tuple[tuple[str, str], ...]
 
@@ -219,5 +218,5 @@ def parse_report(stdout: str, run: ContainerRun) -> tuple[ReportedFile, ...] | N
         keyvalues = _keyvalues(entry.get("keyvalues"))
         if keyvalues is None:
             return None
-        reported.append(ReportedFile(str(entry.get("name") or local.name), local, keyvalues))
+        reported.append(ReportedFile(local, keyvalues))
     return tuple(reported)

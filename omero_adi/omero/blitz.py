@@ -160,8 +160,7 @@ class BlitzServer:
             client = self._client(m)
             client.joinSession(key)
             conn = m.omero.gateway.BlitzGateway(client_obj=client)
-        return BlitzUserSession(conn, m, user=user, group=group, group_id=group_id, key=key,
-                                where=self.where)
+        return BlitzUserSession(conn, m, user=user, group=group, key=key, where=self.where)
 
     def describe(self) -> str:
         with self._lock, _translated(self.where) as m:
@@ -177,10 +176,10 @@ class BlitzServer:
 class BlitzUserSession:
     """A sudo session as the order's user in the order's group."""
 
-    def __init__(self, conn: Any, m: SimpleNamespace, *, user: str, group: str, group_id: int,
-                 key: str, where: str):
+    def __init__(self, conn: Any, m: SimpleNamespace, *, user: str, group: str, key: str,
+                 where: str):
         self._conn, self._m = conn, m
-        self.user, self.group, self.group_id, self.key, self.where = user, group, group_id, key, where
+        self.user, self.group, self.key, self.where = user, group, key, where
 
     def check_destination(self, kind: DestinationType, object_id: int) -> None:
         with _translated(self.where):
