@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from omero_adi.importing.importer import DataPackageImporter, ImportFailed, ImportItem
+from omero_adi.importing.importer import DataPackageImporter
+from omero_adi.importing.results import ImportFailed, ImportItem
 from omero_adi.orders import Order, PreprocessingSpec
 from omero_adi.pipeline import OrderContext, OrderFailed, OrderInterrupted
 from omero_adi.settings import Settings

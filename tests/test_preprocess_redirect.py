@@ -9,7 +9,6 @@ from typing import Sequence
 import pytest
 
 from omero_adi.importing.engines import PodmanCli
-from omero_adi.importing.importer import ImportedFileset, ImportFailed, ImportItem, ImportResult
 from omero_adi.importing.preprocess import (
     Preprocessed,
     fileset_dir,
@@ -17,6 +16,12 @@ from omero_adi.importing.preprocess import (
     redirect_filesets,
 )
 from omero_adi.importing.redirect import redirect_links
+from omero_adi.importing.results import (
+    ImportedFileset,
+    ImportFailed,
+    ImportItem,
+    ImportResult,
+)
 from omero_adi.omero.boundary import FilesetInfo
 from omero_adi.pipeline import OrderContext, OrderFailed
 from tests.podman_fixtures import (  # noqa: F401  (fixtures)

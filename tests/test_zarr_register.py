@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from omero_adi.importing.results import RegisteredZarr
 from omero_adi.importing.zarr_meta import ZarrImage, ZarrPlate
 from omero_adi.importing.zarr_register import (
-    RegisteredZarr,
     register_zarr,
     split_paths,
     zarr_uri,

@@ -13,8 +13,6 @@ and annotated alike; the run then imports only the other paths, if any.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Sequence
@@ -26,6 +24,15 @@ from omero_adi.importing.importer_cli import (
     ImporterRun,
     build_command,
     run_importer,
+)
+from omero_adi.importing.preprocess import import_preprocessed
+from omero_adi.importing.results import (
+    ImportedFileset,
+    ImportFailed,
+    ImportItem,
+    ImportResult,
+    RegisteredZarr,
+    describe_registered,
 )
 from omero_adi.omero.blitz import BlitzServer
 from omero_adi.omero.boundary import (
@@ -42,60 +49,8 @@ from omero_adi.settings import Settings
 
 if TYPE_CHECKING:  # these need the optional zarr library at run time
     from omero_adi.importing.zarr_meta import ZarrImage, ZarrPlate
-    from omero_adi.importing.zarr_register import RegisteredZarr
 
 ZARR_HINT = "install the zarr extra into the daemon's Python: pip install 'omero-adi[zarr]'"
-
-
-@dataclass(frozen=True)
-class ImportItem:
-    """One path for the importer, and what its annotations say about it.
-
-    A plain order imports its own files (``path == origin``). Preprocessing
-    (contracts §5) hands in local copies instead: ``path`` is the copy,
-    ``origin`` the order's file it stands for (``Filepath``, where
-    ``metadata.csv`` is looked for), ``keyvalues`` the fully named key-values
-    the container reported for it (``processing_output_<key>``).
-    """
-
-    path: Path
-    origin: Path
-    keyvalues: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, path: Path) -> ImportItem:
-        return cls(path=path, origin=path)
-
-    def holds(self, used_file: Path) -> bool:
-        roots = {self.path, Path(os.path.realpath(self.path))}
-        return any(used_file == root or root in used_file.parents for root in roots)
-
-
-@dataclass(frozen=True)
-class ImportedFileset:
-    item: ImportItem
-    fileset: FilesetInfo
-
-    def describe(self) -> str:
-        return f"{self.item.origin} → Fileset {self.fileset.id} ({_objects(self.fileset)})"
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    filesets: tuple[ImportedFileset, ...]
-    #: The ``.zarr`` paths registered instead of imported (``use_register_zarr``).
-    registered: tuple[RegisteredZarr, ...] = ()
-
-    def describe(self, kind: str, destination_id: int) -> str:
-        """The ``Import Completed`` description."""
-        lines = []
-        if self.registered:
-            lines.append(f"Registered {len(self.registered)} Zarr store(s) in {kind} "
-                         f"{destination_id}: " + _registered(self.registered))
-        if self.filesets or not self.registered:
-            lines.append(f"Imported {len(self.filesets)} fileset(s) into {kind} {destination_id}: "
-                         + "; ".join(f.describe() for f in self.filesets))
-        return "\n".join(lines)
 
 
 class _Origin(NamedTuple):
@@ -104,15 +59,6 @@ class _Origin(NamedTuple):
     filepath: str
     keyvalues: Mapping[str, str]
     object_ids: tuple[int, ...]
-
-
-class ImportFailed(OrderFailed):
-    """The importer run did not import everything; ``imported`` is what it did
-    import (e.g. for preprocessing to redirect those filesets' links)."""
-
-    def __init__(self, description: str, imported: Sequence[ImportedFileset]):
-        super().__init__(description)
-        self.imported = tuple(imported)
 
 
 class DataPackageImporter:
@@ -125,9 +71,6 @@ class DataPackageImporter:
     def __call__(self, ctx: OrderContext) -> str:
         order = ctx.order
         if order.preprocessing is not None:
-            # preprocess builds on this module's types, hence the late import
-            from omero_adi.importing.preprocess import import_preprocessed
-
             result = import_preprocessed(ctx, self.import_items)
         else:
             result = self._import_order(ctx)
@@ -204,7 +147,7 @@ class DataPackageImporter:
         except OmeroError as exc:
             raise OrderFailed(f"registering Zarr failed: {exc}; nothing was imported, and any "
                               "store registered before the failure is named in the log") from exc
-        done = f"registered {_registered(registered)}"
+        done = f"registered {describe_registered(registered)}"
         self._annotate(
             ctx, session, [_Origin(r.path, {}, _targets(r, kind)) for r in registered], done)
         if not paths:
@@ -214,7 +157,7 @@ class DataPackageImporter:
         except OrderInterrupted:
             raise
         except OrderFailed as exc:
-            raise OrderFailed(f"{exc}\nRegistered (annotated): {_registered(registered)}.") from exc
+            raise OrderFailed(f"{exc}\nRegistered (annotated): {describe_registered(registered)}.") from exc
         return ImportResult(imported.filesets, registered)
 
     def _import(
@@ -337,17 +280,6 @@ def _annotated_kind(ctx: OrderContext) -> AnnotatedType:
 
 def _targets(found: FilesetInfo | RegisteredZarr, kind: AnnotatedType) -> tuple[int, ...]:
     return found.image_ids if kind == "Image" else found.plate_ids
-
-
-def _objects(found: FilesetInfo | RegisteredZarr) -> str:
-    """``Plate 5; Image 7, 8``: what a fileset or registered store holds."""
-    objects = [("Plate", found.plate_ids), ("Image", found.image_ids)]
-    text = "; ".join(f"{kind} {', '.join(map(str, ids))}" for kind, ids in objects if ids)
-    return text or "no images"
-
-
-def _registered(registered: Sequence[RegisteredZarr]) -> str:
-    return "; ".join(f"{r.path} → {_objects(r)}" for r in registered)
 
 
 def _problem(

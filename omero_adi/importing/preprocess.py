@@ -23,8 +23,13 @@ from omero_adi.importing.containers import (
     parse_report,
 )
 from omero_adi.importing.engines import ContainerEngine, ContainerOutput, connect
-from omero_adi.importing.importer import ImportedFileset, ImportFailed, ImportItem, ImportResult
 from omero_adi.importing.redirect import RedirectReport, redirect_links
+from omero_adi.importing.results import (
+    ImportedFileset,
+    ImportFailed,
+    ImportItem,
+    ImportResult,
+)
 from omero_adi.pipeline import OrderContext, OrderFailed, OrderInterrupted
 
 STAGE_PREPROCESSING = "Import Preprocessing"

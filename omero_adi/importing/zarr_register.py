@@ -8,10 +8,10 @@ created), then creates images or plates through a :class:`ZarrBoundary`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, TypeVar
 
+from omero_adi.importing.results import RegisteredZarr
 from omero_adi.importing.zarr_meta import (
     ZarrContent,
     ZarrError,
@@ -41,15 +41,6 @@ class ZarrBoundary(Protocol[SessionT]):
         """Create the Plate with its wells and one Image per field (each reading from
         its ``uri``), link it to the Screen, return the Plate id."""
         ...
-
-
-@dataclass(frozen=True)
-class RegisteredZarr:
-    """What one store became, shaped like an importer fileset result."""
-
-    path: str
-    image_ids: tuple[int, ...]
-    plate_ids: tuple[int, ...] = ()
 
 
 def zarr_uri(path: Path | str) -> str:

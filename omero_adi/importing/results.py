@@ -1,0 +1,96 @@
+"""What an import is given and what it gives back.
+
+The types :mod:`~omero_adi.importing.importer` and
+:mod:`~omero_adi.importing.preprocess` share: preprocessing hands the importer
+:class:`ImportItem` s and reads :class:`ImportResult` / :class:`ImportFailed`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from omero_adi.omero.boundary import FilesetInfo
+from omero_adi.pipeline import OrderFailed
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """One path for the importer, and what its annotations say about it.
+
+    A plain order imports its own files (``path == origin``). Preprocessing
+    (contracts §5) hands in local copies instead: ``path`` is the copy,
+    ``origin`` the order's file it stands for (``Filepath``, where
+    ``metadata.csv`` is looked for), ``keyvalues`` the fully named key-values
+    the container reported for it (``processing_output_<key>``).
+    """
+
+    path: Path
+    origin: Path
+    keyvalues: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, path: Path) -> ImportItem:
+        return cls(path=path, origin=path)
+
+    def holds(self, used_file: Path) -> bool:
+        roots = {self.path, Path(os.path.realpath(self.path))}
+        return any(used_file == root or root in used_file.parents for root in roots)
+
+
+@dataclass(frozen=True)
+class ImportedFileset:
+    item: ImportItem
+    fileset: FilesetInfo
+
+    def describe(self) -> str:
+        return f"{self.item.origin} → Fileset {self.fileset.id} ({describe_objects(self.fileset)})"
+
+
+@dataclass(frozen=True)
+class RegisteredZarr:
+    """What one ``.zarr`` store became (``use_register_zarr``), shaped like a fileset."""
+
+    path: str
+    image_ids: tuple[int, ...]
+    plate_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    filesets: tuple[ImportedFileset, ...]
+    #: The ``.zarr`` paths registered instead of imported (``use_register_zarr``).
+    registered: tuple[RegisteredZarr, ...] = ()
+
+    def describe(self, kind: str, destination_id: int) -> str:
+        """The ``Import Completed`` description."""
+        lines = []
+        if self.registered:
+            lines.append(f"Registered {len(self.registered)} Zarr store(s) in {kind} "
+                         f"{destination_id}: " + describe_registered(self.registered))
+        if self.filesets or not self.registered:
+            lines.append(f"Imported {len(self.filesets)} fileset(s) into {kind} {destination_id}: "
+                         + "; ".join(f.describe() for f in self.filesets))
+        return "\n".join(lines)
+
+
+class ImportFailed(OrderFailed):
+    """The importer run did not import everything; ``imported`` is what it did
+    import (e.g. for preprocessing to redirect those filesets' links)."""
+
+    def __init__(self, description: str, imported: Sequence[ImportedFileset]):
+        super().__init__(description)
+        self.imported = tuple(imported)
+
+
+def describe_objects(found: FilesetInfo | RegisteredZarr) -> str:
+    """``Plate 5; Image 7, 8``: what a fileset or registered store holds."""
+    objects = [("Plate", found.plate_ids), ("Image", found.image_ids)]
+    text = "; ".join(f"{kind} {', '.join(map(str, ids))}" for kind, ids in objects if ids)
+    return text or "no images"
+
+
+def describe_registered(registered: Sequence[RegisteredZarr]) -> str:
+    return "; ".join(f"{r.path} → {describe_objects(r)}" for r in registered)
