@@ -44,6 +44,13 @@ def stages(engine: sa.Engine, uuid: str) -> list[tuple[str, str | None]]:
         ]
 
 
+def legacy_retry(engine: sa.Engine, uuid: str) -> None:
+    """The operators' retry recipe of the earlier ADI: every row back to Pending."""
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE imports SET stage = 'Import Pending' WHERE uuid = :u"), {"u": uuid})
+
+
 def current_stage(engine: sa.Engine, uuid: str) -> str | None:
     history = stages(engine, uuid)
     return history[-1][0] if history else None

@@ -21,7 +21,9 @@ from omero_adi.store.models import (
 )
 from omero_adi.store.queue import OrderQueue
 from omero_adi.store.session import open_store
-from tests.helpers import current_stage, insert_order, running_daemon, stages, wait_for
+from tests.helpers import (
+    current_stage, insert_order, legacy_retry, running_daemon, stages, wait_for,
+)
 
 
 def make_settings(url: str, base: Path, **values: Any) -> Settings:
@@ -104,9 +106,7 @@ def test_legacy_update_retry_is_picked_up_by_a_running_daemon(store, data) -> No
     with running_daemon(settings, engine, flaky):
         insert_order(engine, "retry-me", [str(data / "image.tif")])
         wait_for(lambda: current_stage(engine, "retry-me") == STAGE_INGEST_FAILED, what="failure")
-        with engine.begin() as connection:
-            connection.execute(sa.text(
-                "UPDATE imports SET stage = 'Import Pending' WHERE uuid = 'retry-me'"))
+        legacy_retry(engine, "retry-me")
         wait_for(lambda: current_stage(engine, "retry-me") == STAGE_IMPORTED, what="retry")
     assert attempts == ["retry-me", "retry-me"]
     assert stages(engine, "retry-me")[-1] == (STAGE_IMPORTED, "second time lucky")
@@ -198,6 +198,34 @@ def test_heartbeat_expiry_finalises_an_order_of_a_vanished_daemon(store, data) -
     assert "omero-adi retry orphan" in description
 
 
+def test_heartbeats_keep_a_long_order_from_being_taken_over(store, data) -> None:
+    settings, engine = store  # heartbeat every 0.5 s
+    entered, release = threading.Event(), threading.Event()
+
+    def long(ctx: OrderContext) -> str:
+        entered.set()
+        release.wait(30)
+        return "long done"
+
+    def heartbeat_lead() -> float:
+        """Seconds between the claim and the claim's newest heartbeat."""
+        with engine.connect() as connection:
+            return float(connection.execute(sa.text(
+                "SELECT extract(epoch FROM heartbeat_at - claimed_at) FROM adi_queue "
+                "WHERE uuid = 'long'")).scalar_one())
+
+    with running_daemon(settings, engine, long):
+        insert_order(engine, "long", [str(data / "image.tif")])
+        wait_for(entered.is_set, what="order start")
+        wait_for(lambda: heartbeat_lead() >= 2.5, what="heartbeats for 2.5 s")
+        # Claimed longer ago than stale_after, yet alive: nobody may take it over.
+        assert OrderQueue(engine).recover(stale_after=2.0, requeue=False) == []
+        release.set()
+        wait_for(lambda: current_stage(engine, "long") == STAGE_IMPORTED, what="completion")
+    assert [s for s, _ in stages(engine, "long")] == [
+        STAGE_NEW_ORDER, STAGE_INGEST_STARTED, STAGE_IMPORTED]
+
+
 def test_a_live_claim_is_left_alone(store, data) -> None:
     settings, engine = store
     insert_order(engine, "busy", [str(data / "image.tif")])
@@ -281,9 +309,7 @@ def test_daemon_on_sqlite(sqlite_url, data) -> None:
     with running_daemon(settings, engine, ok_handler):
         insert_order(engine, "lite", [str(data / "image.tif")])
         wait_for(lambda: current_stage(engine, "lite") == STAGE_IMPORTED, what="completion")
-        with engine.begin() as connection:
-            connection.execute(sa.text(
-                "UPDATE imports SET stage = 'Import Pending' WHERE uuid = 'lite'"))
+        legacy_retry(engine, "lite")
         wait_for(lambda: len(stages(engine, "lite")) == 5, what="legacy retry on SQLite")
     assert current_stage(engine, "lite") == STAGE_IMPORTED
 
