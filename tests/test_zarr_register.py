@@ -1,10 +1,9 @@
-"""Registering OME-Zarr through a fake OMERO boundary that records what it is asked to create."""
+"""Registering OME-Zarr through a fake user session that records what it is asked to create."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,29 +26,26 @@ from tests.test_zarr_meta import (  # noqa: F401  (fake_s3 is a fixture)
     write_plate,
 )
 
-SESSION = object()
-
 
 @dataclass
-class RecordingBoundary:
-    """Creates nothing; hands out ids and remembers every call."""
+class RecordingSession:
+    """The Zarr half of a user session: creates nothing, hands out ids, remembers calls."""
 
     images: list[tuple[ZarrImage, int]] = field(default_factory=list)
     plates: list[tuple[ZarrPlate, int]] = field(default_factory=list)
     next_id: int = 100
 
-    def _new_id(self, session: Any) -> int:
-        assert session is SESSION
+    def _new_id(self) -> int:
         self.next_id += 1
         return self.next_id
 
-    def create_image_from_zarr(self, session: Any, image: ZarrImage, dataset_id: int) -> int:
+    def register_zarr_image(self, image: ZarrImage, dataset_id: int) -> int:
         self.images.append((image, dataset_id))
-        return self._new_id(session)
+        return self._new_id()
 
-    def create_plate_from_zarr(self, session: Any, plate: ZarrPlate, screen_id: int) -> int:
+    def register_zarr_plate(self, plate: ZarrPlate, screen_id: int) -> int:
         self.plates.append((plate, screen_id))
-        return self._new_id(session)
+        return self._new_id()
 
 
 def make_order(files: list[str | Path], destination_type: DestinationType = "Dataset") -> Order:
@@ -88,35 +84,35 @@ def test_images_and_series_are_created_in_the_dataset(tmp_path: Path) -> None:
     series = tmp_path / "series.zarr"
     write_bioformats2raw(series, 3)
     order = make_order([single, tmp_path / "notes.txt", series])
-    boundary = RecordingBoundary()
+    session = RecordingSession()
 
     to_register, _ = split_paths(order, SWITCHED_ON)
-    results = register_zarr(order, to_register, SWITCHED_ON, boundary, SESSION)
+    results = register_zarr(order, to_register, SWITCHED_ON, session)  # type: ignore[arg-type]
 
     assert results == [RegisteredZarr(str(single), image_ids=(101,)),
                        RegisteredZarr(str(series), image_ids=(102, 103))]
-    assert [dataset for _, dataset in boundary.images] == [7, 7, 7]
-    created = [image for image, _ in boundary.images]
+    assert [dataset for _, dataset in session.images] == [7, 7, 7]
+    created = [image for image, _ in session.images]
     assert [(i.size_c, i.pixel_type, i.uri) for i in created] == [
         (3, "uint16", str(single)), (3, "uint8", f"{series}/0"), (1, "float", f"{series}/1")]
     assert created[0].channel_names == ("DAPI", "GFP", "RFP")
-    assert boundary.plates == []
+    assert session.plates == []
 
 
 def test_plate_is_created_in_the_screen(tmp_path: Path) -> None:
     store = tmp_path / "plate.zarr"
     write_plate(store, 3)
     order = make_order([store], destination_type="Screen")
-    boundary = RecordingBoundary()
+    session = RecordingSession()
 
-    results = register_zarr(order, [str(store)], SWITCHED_ON, boundary, SESSION)
+    results = register_zarr(order, [str(store)], SWITCHED_ON, session)  # type: ignore[arg-type]
 
     assert results == [RegisteredZarr(str(store), image_ids=(), plate_ids=(101,))]
-    ((plate, screen),) = boundary.plates
+    ((plate, screen),) = session.plates
     assert screen == 7
     assert (len(plate.rows), len(plate.columns), len(plate.wells)) == (2, 3, 6)
     assert {len(w.fields) for w in plate.wells} == {2}
-    assert boundary.images == []
+    assert session.images == []
 
 
 def test_plate_ordered_into_a_dataset_fails(tmp_path: Path) -> None:
@@ -124,7 +120,7 @@ def test_plate_ordered_into_a_dataset_fails(tmp_path: Path) -> None:
     order = make_order([tmp_path / "plate.zarr"])
     with pytest.raises(OrderFailed, match="is a plate: order it into a Screen"):
         register_zarr(order, [str(tmp_path / "plate.zarr")], SWITCHED_ON,
-                      RecordingBoundary(), SESSION)
+                      RecordingSession())  # type: ignore[arg-type]
 
 
 def test_image_ordered_into_a_screen_fails(tmp_path: Path) -> None:
@@ -132,7 +128,7 @@ def test_image_ordered_into_a_screen_fails(tmp_path: Path) -> None:
     order = make_order([tmp_path / "i.zarr"], destination_type="Screen")
     with pytest.raises(OrderFailed, match="holds images, not a plate"):
         register_zarr(order, [str(tmp_path / "i.zarr")], SWITCHED_ON,
-                      RecordingBoundary(), SESSION)
+                      RecordingSession())  # type: ignore[arg-type]
 
 
 def test_a_malformed_store_fails_the_order_before_anything_is_created(tmp_path: Path) -> None:
@@ -140,15 +136,15 @@ def test_a_malformed_store_fails_the_order_before_anything_is_created(tmp_path: 
     write_image(new_store(good, 2))
     bad = tmp_path / "bad.zarr"
     write_bioformats2raw(bad, 2, layout=9)
-    boundary = RecordingBoundary()
+    session = RecordingSession()
 
     with pytest.raises(OrderFailed) as failed:
         register_zarr(make_order([good, bad]), [str(good), str(bad)], SWITCHED_ON,
-                      boundary, SESSION)
+                      session)  # type: ignore[arg-type]
 
     assert str(failed.value) == (f"cannot register {bad}: bioformats2raw.layout version 9 is not "
                                  "supported (only 3 is known)")
-    assert boundary.images == [] and boundary.plates == []
+    assert session.images == [] and session.plates == []
 
 
 def test_s3_store_is_registered_with_the_settings_endpoint(tmp_path: Path,
@@ -158,11 +154,11 @@ def test_s3_store_is_registered_with_the_settings_endpoint(tmp_path: Path,
     settings = Settings(use_register_zarr=True, zarr_s3_endpoint="https://s3.example.org",
                         zarr_s3_anonymous=False)
     order = make_order(["s3://bucket/i.zarr"])
-    boundary = RecordingBoundary()
+    session = RecordingSession()
 
     to_register, _ = split_paths(order, settings)
-    register_zarr(order, to_register, settings, boundary, SESSION)
+    register_zarr(order, to_register, settings, session)  # type: ignore[arg-type]
 
-    ((image, _),) = boundary.images
+    ((image, _),) = session.images
     assert (image.size_x, image.size_y, image.uri) == (6, 5, "s3://s3.example.org/bucket/i.zarr/")
     assert FakeS3.opened_with[-1]["anon"] is False

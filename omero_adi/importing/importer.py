@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from omero_adi.importing.annotations import NAMESPACE, import_annotation, metadata_for
 from omero_adi.importing.importer_cli import (
@@ -46,9 +46,6 @@ from omero_adi.omero.boundary import (
 from omero_adi.omero.retry import retry_unreachable
 from omero_adi.pipeline import OrderContext, OrderFailed, OrderInterrupted
 from omero_adi.settings import Settings
-
-if TYPE_CHECKING:  # these need the optional zarr library at run time
-    from omero_adi.importing.zarr_meta import ZarrImage, ZarrPlate
 
 ZARR_HINT = "install the zarr extra into the daemon's Python: pip install 'omero-adi[zarr]'"
 
@@ -139,11 +136,12 @@ class DataPackageImporter:
     def _register_then_import(
         self, ctx: OrderContext, session: UserSession, uris: Sequence[str], paths: Sequence[Path]
     ) -> ImportResult:
-        from omero_adi.importing.zarr_register import register_zarr  # _split imported it
+        # needs the zarr library, which _split found
+        from omero_adi.importing.zarr_register import register_zarr
 
         kind = _annotated_kind(ctx)
         try:
-            registered = tuple(register_zarr(ctx.order, uris, ctx.settings, _InSession(), session))
+            registered = tuple(register_zarr(ctx.order, uris, ctx.settings, session))
         except OmeroError as exc:
             raise OrderFailed(f"registering Zarr failed: {exc}; nothing was imported, and any "
                               "store registered before the failure is named in the log") from exc
@@ -247,18 +245,6 @@ class DataPackageImporter:
                     ) from exc
         count = sum(len(origin.object_ids) for origin in origins)
         ctx.log.info("annotated %d %s(s) in namespace %s", count, kind, NAMESPACE)
-
-
-class _InSession:
-    """The :class:`~omero_adi.importing.zarr_register.ZarrBoundary` of user sessions."""
-
-    @staticmethod
-    def create_image_from_zarr(session: UserSession, image: ZarrImage, dataset_id: int) -> int:
-        return session.register_zarr_image(image, dataset_id)
-
-    @staticmethod
-    def create_plate_from_zarr(session: UserSession, plate: ZarrPlate, screen_id: int) -> int:
-        return session.register_zarr_plate(plate, screen_id)
 
 
 def _split(ctx: OrderContext) -> tuple[tuple[str, ...], tuple[Path, ...]]:

@@ -2,46 +2,29 @@
 
 :func:`split_paths` picks the ``.zarr`` paths of an order; :func:`register_zarr`
 reads every store first (a bad one fails the order before anything is
-created), then creates images or plates through a :class:`ZarrBoundary`.
+created), then creates images or plates through the order's
+:class:`~omero_adi.omero.boundary.UserSession`.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol, Sequence, TypeVar
+from typing import Sequence
 
 from omero_adi.importing.results import RegisteredZarr
 from omero_adi.importing.zarr_meta import (
     ZarrContent,
     ZarrError,
-    ZarrImage,
-    ZarrPlate,
     ZarrSource,
     read_zarr,
 )
+from omero_adi.omero.boundary import UserSession
 from omero_adi.orders import Order
 from omero_adi.pipeline import OrderFailed
 from omero_adi.settings import Settings
 
 log = logging.getLogger(__name__)
-
-SessionT = TypeVar("SessionT", contravariant=True)
-
-
-class ZarrBoundary(Protocol[SessionT]):
-    """What the OMERO boundary provides to register Zarr (needs omero-zarr-pixel-buffer)."""
-
-    def create_image_from_zarr(self, session: SessionT, image: ZarrImage, dataset_id: int) -> int:
-        """Create an Image whose pixels are read from ``image.uri``, link it to the
-        Dataset, return its id."""
-        ...
-
-    def create_plate_from_zarr(self, session: SessionT, plate: ZarrPlate, screen_id: int) -> int:
-        """Create the Plate with its wells and one Image per field (each reading from
-        its ``uri``), link it to the Screen, return the Plate id."""
-        ...
-
 
 def zarr_uri(path: Path | str) -> str:
     """The path as text; ``Path`` collapses ``s3://`` to ``s3:/``, so restore it."""
@@ -86,20 +69,19 @@ def register_zarr(
     order: Order,
     uris: Sequence[str],
     settings: Settings,
-    boundary: ZarrBoundary[SessionT],
-    session: SessionT,
+    session: UserSession,
 ) -> list[RegisteredZarr]:
     """Create the OMERO objects for each store, linked to the order's destination."""
     results = []
     for content in read_contents(order, uris, settings):
         uri = content.source.uri
         if content.plate is not None:
-            plate_id = boundary.create_plate_from_zarr(session, content.plate, order.destination_id)
+            plate_id = session.register_zarr_plate(content.plate, order.destination_id)
             results.append(RegisteredZarr(uri, image_ids=(), plate_ids=(plate_id,)))
             log.info("registered %s as Plate:%d", uri, plate_id)
         else:
             ids = tuple(
-                boundary.create_image_from_zarr(session, image, order.destination_id)
+                session.register_zarr_image(image, order.destination_id)
                 for image in content.images
             )
             results.append(RegisteredZarr(uri, image_ids=ids))
