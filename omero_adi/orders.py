@@ -7,11 +7,10 @@ never looks at raw row values again.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal, Mapping, Sequence
 
 from omero_adi.settings import Settings
@@ -38,8 +37,6 @@ class EventRow:
     destination_type: str
     files: Any  # decoded JSON when it was JSON, the raw text otherwise
     file_names: Any
-    description: str | None
-    preprocessing_id: int | None
     preprocessing: PreprocessingRow | None = None
 
 
@@ -88,12 +85,7 @@ class Order:
     destination_type: DestinationType
     files: tuple[Path, ...]
     file_names: tuple[str, ...]
-    description: str | None = None
     preprocessing: PreprocessingSpec | None = None
-
-    @property
-    def preprocessing_id(self) -> int | None:
-        return self.preprocessing.id if self.preprocessing else None
 
     @property
     def file_texts(self) -> tuple[str, ...]:
@@ -101,6 +93,11 @@ class Order:
         return tuple(
             "s3://" + str(p)[4:] if str(p).startswith("s3:/") else str(p) for p in self.files
         )
+
+
+def default_file_names(files: Sequence[Any]) -> list[str]:
+    """The names the ``file_names`` column gets when a client left it empty."""
+    return [PurePath(str(path)).name for path in files]
 
 
 def _text(value: Any, name: str) -> str:
@@ -165,7 +162,6 @@ class UploadOrderManager:
             destination_type=row.destination_type,  # type: ignore[arg-type]
             files=files,
             file_names=self._file_names(row.file_names, files),
-            description=row.description,
             preprocessing=self._preprocessing(row.preprocessing),
         )
 
@@ -201,20 +197,15 @@ class UploadOrderManager:
     def _file_names(raw: Any, files: Sequence[Path]) -> tuple[str, ...]:
         if isinstance(raw, list) and len(raw) == len(files) and all(isinstance(n, str) for n in raw):
             return tuple(raw)
-        return tuple(p.name for p in files)
+        return tuple(default_file_names(files))
 
     @staticmethod
     def _preprocessing(row: PreprocessingRow | None) -> PreprocessingSpec | None:
         if row is None:
             return None
-        extra = row.extra_params
-        if isinstance(extra, str):
-            try:
-                extra = json.loads(extra)
-            except ValueError:
-                raise OrderRejected("extra_params is not valid JSON") from None
-        if extra is None:
-            extra = {}
+        extra = {} if row.extra_params is None else row.extra_params
+        if isinstance(extra, str):  # the store decodes JSON: text left over is not JSON
+            raise OrderRejected("extra_params is not valid JSON")
         if not isinstance(extra, dict):
             raise OrderRejected("extra_params must be a JSON object of option names to values")
         return PreprocessingSpec(
