@@ -25,12 +25,12 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Sequence
 
-import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from omero_adi.settings import Settings, SettingsError, load_settings
-from omero_adi.store.models import FINAL_STAGES, STAGE_INGEST_STARTED, QueueEntry
+from omero_adi.store.models import FINAL_STAGES, STAGE_INGEST_STARTED
+from omero_adi.store.queries import run
 from omero_adi.store.queue import Claim
 
 if TYPE_CHECKING:
@@ -50,15 +50,10 @@ LOOP_GRACE = 30.0
 #: Claims whose pickup latency waits for the next scrape (older ones are dropped).
 MAX_PENDING_PICKUPS = 10_000
 
-WAITING = sa.select(sa.func.count()).select_from(QueueEntry).where(
-    QueueEntry.claimed_by.is_(None), QueueEntry.finished_at.is_(None)
-)
-
-
 def waiting_orders(engine: Engine) -> int:
-    """Queue entries nobody has claimed yet (a partial index answers this)."""
+    """Queue entries nobody has claimed yet."""
     with engine.connect() as connection:
-        return int(connection.execute(WAITING).scalar_one())
+        return int(run(connection, "queue_waiting").scalar_one())
 
 
 class DaemonMetrics:
@@ -134,15 +129,10 @@ class DaemonMetrics:
             self._new_claims.clear()
         try:
             with self.daemon.engine.connect() as connection:
-                self.waiting.set(connection.execute(WAITING).scalar_one())
+                self.waiting.set(run(connection, "queue_waiting").scalar_one())
                 if claimed:
-                    rows = connection.execute(
-                        sa.select(QueueEntry.queued_at, QueueEntry.claimed_at)
-                        .where(QueueEntry.event_id.in_(claimed))
-                    ).all()
-                    for queued_at, claimed_at in rows:
-                        if queued_at is not None and claimed_at is not None:
-                            self.pickup.observe(max((claimed_at - queued_at).total_seconds(), 0))
+                    for (seconds,) in run(connection, "pickup_seconds", event_ids=claimed):
+                        self.pickup.observe(max(float(seconds), 0.0))
         except SQLAlchemyError as exc:
             log.warning("metrics: cannot read the queue (%s)", type(exc).__name__)
             self.waiting.set(math.nan)

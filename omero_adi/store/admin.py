@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from omero_adi.store.models import (
@@ -16,7 +16,8 @@ from omero_adi.store.models import (
     STAGE_INGEST_FAILED,
     STAGE_NEW_ORDER,
 )
-from omero_adi.store.queries import query
+from omero_adi.store.queries import run
+from omero_adi.store.queue import copy_event, latest_event
 from omero_adi.store.tracker import event_from_order_info
 
 
@@ -42,12 +43,11 @@ class OrderStatus:
         return values
 
 
-def _latest(engine: Engine, uuid: str) -> Any:
-    with engine.connect() as connection:
-        row = connection.execute(query("latest_event", engine.dialect.name), {"uuid": uuid}).first()
-    if row is None:
+def _current(connection: Connection, uuid: str) -> Any:
+    latest = latest_event(connection, uuid)
+    if latest is None:
         raise AdminError(f"no order with uuid {uuid!r}")
-    return row
+    return latest
 
 
 def recent_orders(
@@ -56,7 +56,7 @@ def recent_orders(
 ) -> list[OrderStatus]:
     params = {"uuid": uuid, "user": user, "group": group, "stage": stage, "limit": limit}
     with engine.connect() as connection:
-        rows = connection.execute(query("recent_orders", engine.dialect.name), params).all()
+        rows = run(connection, "recent_orders", **params).all()
     return [
         OrderStatus(
             event_id=r.id, uuid=r.uuid, stage=r.stage, group=r.group_name, user=r.user_name,
@@ -70,43 +70,30 @@ def recent_orders(
 
 def history(engine: Engine, uuid: str) -> list[Any]:
     with engine.connect() as connection:
-        return list(connection.execute(query("order_history", engine.dialect.name), {"uuid": uuid}))
-
-
-def _append(engine: Engine, source_id: int, stage: str, description: str) -> int:
-    with engine.begin() as connection:
-        return int(connection.execute(
-            query("copy_event", engine.dialect.name),
-            {"source_id": source_id, "stage": stage, "description": description,
-             "file_names": None},
-        ).scalar_one())
+        return list(run(connection, "order_history", uuid=uuid))
 
 
 def retry(engine: Engine, uuid: str, by: str | None = None) -> int:
     """Re-queue a finished order with a new Pending event."""
-    latest = _latest(engine, uuid)
-    if latest.stage not in FINAL_STAGES:
-        raise AdminError(f"order {uuid} is {latest.stage!r}; only finished orders can be retried")
-    return _append(engine, latest.id, STAGE_NEW_ORDER, f"retried by {by or getpass.getuser()}")
+    with engine.begin() as connection:
+        latest = _current(connection, uuid)
+        if latest.stage not in FINAL_STAGES:
+            raise AdminError(
+                f"order {uuid} is {latest.stage!r}; only finished orders can be retried")
+        return copy_event(connection, latest.id, STAGE_NEW_ORDER,
+                          f"retried by {by or getpass.getuser()}")
 
 
 def cancel(engine: Engine, uuid: str, by: str | None = None) -> int:
     """Turn a Pending order that no daemon has claimed into ``Import Failed``."""
     with engine.begin() as connection:
-        dialect = engine.dialect.name
-        if dialect == "postgresql":
-            connection.execute(query("lock_order", dialect), {"uuid": uuid})
-        latest = connection.execute(query("latest_event", dialect), {"uuid": uuid}).first()
-        if latest is None:
-            raise AdminError(f"no order with uuid {uuid!r}")
+        latest = _current(connection, uuid)
         if latest.stage != STAGE_NEW_ORDER:
-            raise AdminError(f"order {uuid} is {latest.stage!r}; only Pending orders can be cancelled")
-        connection.execute(query("drop_entry", dialect), {"event_id": latest.id})
-        return int(connection.execute(
-            query("copy_event", dialect),
-            {"source_id": latest.id, "stage": STAGE_INGEST_FAILED,
-             "description": f"cancelled by {by or getpass.getuser()}", "file_names": None},
-        ).scalar_one())
+            raise AdminError(
+                f"order {uuid} is {latest.stage!r}; only Pending orders can be cancelled")
+        run(connection, "drop_entry", event_id=latest.id)
+        return copy_event(connection, latest.id, STAGE_INGEST_FAILED,
+                          f"cancelled by {by or getpass.getuser()}")
 
 
 def submit(engine: Engine, order_info: Mapping[str, Any]) -> str:

@@ -40,6 +40,17 @@ STAGES = (
 FINAL_STAGES = (STAGE_IMPORTED, STAGE_INGEST_FAILED)
 
 
+def json_or_text(value: Any) -> Any:
+    """Decoded JSON text; anything else (None, text written by hand that is not
+    JSON, a value the driver already decoded) as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
 class JSONList(TypeDecorator[list[Any]]):
     """A Python list stored as JSON text, as the ``files`` column always was."""
 
@@ -54,12 +65,7 @@ class JSONList(TypeDecorator[list[Any]]):
         return json.dumps(list(value), ensure_ascii=False)
 
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        if value is None:
-            return None
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value  # written by hand, not JSON: hand it back as is
+        return json_or_text(value)
 
 
 class Base(DeclarativeBase):

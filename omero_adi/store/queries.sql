@@ -27,19 +27,22 @@ LIMIT 1
 -- Serialise decisions about one order across daemons (held to commit).
 SELECT pg_advisory_xact_lock(hashtext(:uuid))
 
+-- name: lock_order.sqlite
+-- SQLite runs one writer at a time: nothing to lock.
+SELECT 1
+
 -- name: latest_event
--- An order's current state: its newest row, with its preprocessing row.
+-- An order's current state: its newest row, with its preprocessing row, and
+-- whether a daemon is running it right now.
 SELECT i.id, i.uuid, i.stage, i.group_name, i.user_name, i.destination_id,
-       i.destination_type, i.files, i.file_names, i.description, i.preprocessing_id,
-       p.container, p.input_file, p.output_folder, p.alt_output_folder, p.extra_params
+       i.destination_type, i.files, i.file_names, i.preprocessing_id,
+       p.container, p.input_file, p.output_folder, p.alt_output_folder, p.extra_params,
+       EXISTS (SELECT 1 FROM adi_queue q WHERE q.uuid = i.uuid
+               AND q.claimed_by IS NOT NULL AND q.finished_at IS NULL) AS running
 FROM imports i LEFT JOIN imports_preprocessing p ON p.id = i.preprocessing_id
 WHERE i.uuid = :uuid
 ORDER BY i.id DESC
 LIMIT 1
-
--- name: order_is_running
-SELECT count(*) FROM adi_queue
-WHERE uuid = :uuid AND claimed_by IS NOT NULL AND finished_at IS NULL
 
 -- name: drop_entry
 -- A queue entry that is no longer its order's newest Pending event.
@@ -62,7 +65,8 @@ FROM imports WHERE id = :source_id
 RETURNING id
 
 -- name: finish_claim
--- Only the owner finishes its claim; rowcount 0 means recovery took it over.
+-- Close a claim held by the given owner (the daemon itself, or recovery taking over a
+-- dead one); rowcount 0 means someone else closed it first.
 UPDATE adi_queue SET finished_at = CURRENT_TIMESTAMP, outcome = :outcome
 WHERE event_id = :event_id AND claimed_by = :owner AND finished_at IS NULL
 
@@ -85,9 +89,18 @@ FROM adi_queue
 WHERE claimed_by IS NOT NULL AND finished_at IS NULL
 ORDER BY event_id
 
--- name: take_over_claim
-UPDATE adi_queue SET finished_at = CURRENT_TIMESTAMP, outcome = 'interrupted'
-WHERE event_id = :event_id AND claimed_by = :owner AND finished_at IS NULL
+-- name: queue_waiting
+-- Orders nobody has claimed yet (the partial index answers this), for /metrics.
+SELECT count(*) FROM adi_queue WHERE claimed_by IS NULL AND finished_at IS NULL
+
+-- name: pickup_seconds
+-- From queueing to claim, for the given claimed entries (for /metrics).
+SELECT extract(epoch FROM claimed_at - queued_at) AS seconds
+FROM adi_queue WHERE event_id IN :event_ids AND claimed_at IS NOT NULL
+
+-- name: pickup_seconds.sqlite
+SELECT (julianday(claimed_at) - julianday(queued_at)) * 86400 AS seconds
+FROM adi_queue WHERE event_id IN :event_ids AND claimed_at IS NOT NULL
 
 -- name: recent_orders
 -- The newest row of each recent order, newest order first (for `omero-adi status`).

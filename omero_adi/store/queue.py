@@ -17,9 +17,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from omero_adi.orders import EventRow, PreprocessingRow
-from omero_adi.store.models import STAGE_INGEST_FAILED, STAGE_INGEST_STARTED, STAGE_NEW_ORDER
-from omero_adi.store.queries import query
+from omero_adi.orders import EventRow, PreprocessingRow, default_file_names
+from omero_adi.store.models import (
+    STAGE_INGEST_FAILED,
+    STAGE_INGEST_STARTED,
+    STAGE_NEW_ORDER,
+    json_or_text,
+)
+from omero_adi.store.queries import run
 from omero_adi.store.retry import retry_transient
 
 log = logging.getLogger(__name__)
@@ -32,32 +37,16 @@ def new_owner_id() -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """A Pending event this daemon holds, and the Started event it wrote."""
+    """A Pending event this daemon holds."""
 
     row: EventRow
     owner: str
-    started_event_id: int
+    #: ``file_names`` for this order's events, when the client left it empty.
     file_names_json: str | None
 
     @property
     def uuid(self) -> str:
         return self.row.uuid
-
-
-@dataclass(frozen=True)
-class Takeover:
-    uuid: str
-    previous_owner: str
-    new_stage: str
-
-
-def _decode(value: Any) -> Any:
-    if value is None or not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
 
 
 def _event_row(record: Any) -> EventRow:
@@ -69,7 +58,7 @@ def _event_row(record: Any) -> EventRow:
             input_file=record.input_file,
             output_folder=record.output_folder,
             alt_output_folder=record.alt_output_folder,
-            extra_params=_decode(record.extra_params),
+            extra_params=json_or_text(record.extra_params),
         )
     return EventRow(
         event_id=record.id,
@@ -78,10 +67,8 @@ def _event_row(record: Any) -> EventRow:
         user_name=record.user_name,
         destination_id=record.destination_id,
         destination_type=record.destination_type,
-        files=_decode(record.files),
-        file_names=_decode(record.file_names),
-        description=record.description,
-        preprocessing_id=record.preprocessing_id,
+        files=json_or_text(record.files),
+        file_names=json_or_text(record.file_names),
         preprocessing=preprocessing,
     )
 
@@ -90,14 +77,13 @@ def _file_names_json(row: EventRow) -> str | None:
     """Names for the ``file_names`` column when the client left it empty."""
     if row.file_names or not isinstance(row.files, list):
         return None
-    names = [os.path.basename(str(p).rstrip("/")) for p in row.files]
-    return json.dumps(names, ensure_ascii=False)
+    return json.dumps(default_file_names(row.files), ensure_ascii=False)
 
 
 def _is_local_and_dead(owner: str) -> bool:
     """True for a claim of an earlier daemon on this host that no longer runs."""
     host, _, rest = owner.partition(":")
-    pid_text, _, _token = rest.partition(":")
+    pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     if int(pid_text) == os.getpid():
@@ -111,28 +97,42 @@ def _is_local_and_dead(owner: str) -> bool:
     return False
 
 
+def latest_event(connection: Connection, uuid: str) -> Any:
+    """The order's newest row (with ``running``), or None; locks the order for
+    the rest of the transaction so decisions about it do not race."""
+    run(connection, "lock_order", uuid=uuid)
+    return run(connection, "latest_event", uuid=uuid).first()
+
+
+def copy_event(
+    connection: Connection, source_id: int, stage: str, description: str | None,
+    file_names: str | None = None,
+) -> int:
+    """Append an event to an order: the fields of row ``source_id``, a new stage."""
+    if description is not None:
+        description = description.replace("\x00", "\\0")  # text columns refuse NUL
+    return int(run(connection, "copy_event", source_id=source_id, stage=stage,
+                   description=description, file_names=file_names).scalar_one())
+
+
 class OrderQueue:
     """The queries a daemon needs, as methods (SQL in ``queries.sql``)."""
 
     def __init__(self, engine: Engine, owner: str | None = None):
         self.engine = engine
         self.owner = owner or new_owner_id()
-        self.dialect = engine.dialect.name
-
-    def _q(self, name: str) -> Any:
-        return query(name, self.dialect)
 
     # --- claiming ------------------------------------------------------
     def reconcile(self) -> int:
         """Queue Pending orders the trigger did not see; return how many."""
         with self.engine.begin() as connection:
-            return connection.execute(self._q("reconcile_queue")).rowcount or 0
+            return run(connection, "reconcile_queue").rowcount or 0
 
     def claim_next(self) -> Claim | None:
         """Claim the oldest waiting order and record ``Import Started``, or None."""
         while True:
             with self.engine.begin() as connection:
-                entry = connection.execute(self._q("next_waiting")).first()
+                entry = run(connection, "next_waiting").first()
                 if entry is None:
                     return None
                 claim = self._try_claim(connection, entry.event_id, entry.uuid)
@@ -140,47 +140,28 @@ class OrderQueue:
                 return claim
 
     def _try_claim(self, connection: Connection, event_id: int, uuid: str) -> Claim | None:
-        if self.dialect == "postgresql":
-            connection.execute(self._q("lock_order"), {"uuid": uuid})
-        latest = connection.execute(self._q("latest_event"), {"uuid": uuid}).first()
-        if latest is None or latest.id != event_id or latest.stage != STAGE_NEW_ORDER:
-            connection.execute(self._q("drop_entry"), {"event_id": event_id})
+        latest = latest_event(connection, uuid)
+        superseded = latest is None or latest.id != event_id or latest.stage != STAGE_NEW_ORDER
+        # Set back to Pending while it still runs: what the running import
+        # records next supersedes it.
+        if superseded or latest.running:
+            run(connection, "drop_entry", event_id=event_id)
             return None
-        if connection.execute(self._q("order_is_running"), {"uuid": uuid}).scalar():
-            # Set back to Pending while it still runs: it is superseded by what the
-            # running import records next.
-            connection.execute(self._q("drop_entry"), {"event_id": event_id})
-            return None
-        won = connection.execute(self._q("claim"), {"event_id": event_id, "owner": self.owner})
-        if won.rowcount != 1:
+        if run(connection, "claim", event_id=event_id, owner=self.owner).rowcount != 1:
             return None
         row = _event_row(latest)
         names = _file_names_json(row)
-        started = self._copy_event(connection, event_id, STAGE_INGEST_STARTED, None, names)
-        return Claim(row=row, owner=self.owner, started_event_id=started, file_names_json=names)
-
-    def _copy_event(
-        self, connection: Connection, source_id: int, stage: str,
-        description: str | None, file_names: str | None,
-    ) -> int:
-        if description is not None:
-            description = description.replace("\x00", "\\0")  # text columns refuse NUL
-        result = connection.execute(
-            self._q("copy_event"),
-            {"source_id": source_id, "stage": stage, "description": description,
-             "file_names": file_names},
-        )
-        return int(result.scalar_one())
+        copy_event(connection, event_id, STAGE_INGEST_STARTED, None, names)
+        return Claim(row=row, owner=self.owner, file_names_json=names)
 
     # --- while running ---------------------------------------------------
-    def record_stage(self, claim: Claim, stage: str, description: str | None = None) -> int:
+    def record_stage(self, claim: Claim, stage: str, description: str | None = None) -> None:
         """An intermediate event (e.g. ``Import Preprocessing``), retried until written."""
-        def write() -> int:
+        def write() -> None:
             with self.engine.begin() as connection:
-                return self._copy_event(
-                    connection, claim.row.event_id, stage, description, claim.file_names_json
-                )
-        return retry_transient(write, attempts=None, what=f"recording {stage!r}")
+                copy_event(connection, claim.row.event_id, stage, description,
+                           claim.file_names_json)
+        retry_transient(write, attempts=None, what=f"recording {stage!r}")
 
     def finish(self, claim: Claim, stage: str, description: str | None) -> bool:
         """Release the claim and record the final event in one transaction.
@@ -190,62 +171,49 @@ class OrderQueue:
         nothing is written.
         """
         outcome = "completed" if stage != STAGE_INGEST_FAILED else "failed"
+        return retry_transient(
+            lambda: self._close(claim.row.event_id, claim.owner, outcome, stage, description,
+                                claim.file_names_json),
+            attempts=None, what=f"recording {stage!r}",
+        )
 
-        def write() -> bool:
-            with self.engine.begin() as connection:
-                released = connection.execute(
-                    self._q("finish_claim"),
-                    {"event_id": claim.row.event_id, "owner": claim.owner, "outcome": outcome},
-                )
-                if released.rowcount != 1:
-                    return False
-                self._copy_event(
-                    connection, claim.row.event_id, stage, description, claim.file_names_json
-                )
-                return True
-
-        return retry_transient(write, attempts=None, what=f"recording {stage!r}")
+    def _close(
+        self, event_id: int, owner: str, outcome: str, stage: str, description: str | None,
+        file_names: str | None = None,
+    ) -> bool:
+        """Close ``owner``'s claim and append the order's event, or do nothing
+        when the claim was already closed."""
+        with self.engine.begin() as connection:
+            closed = run(connection, "finish_claim", event_id=event_id, owner=owner,
+                         outcome=outcome)
+            if closed.rowcount != 1:
+                return False
+            copy_event(connection, event_id, stage, description, file_names)
+            return True
 
     def heartbeat(self) -> None:
         with self.engine.begin() as connection:
-            connection.execute(self._q("heartbeat"), {"owner": self.owner})
+            run(connection, "heartbeat", owner=self.owner)
 
     # --- recovery ----------------------------------------------------------
-    def recover(self, stale_after: float, requeue: bool) -> list[Takeover]:
-        """Finalise (or re-queue) orders whose daemon stopped sending heartbeats."""
+    def recover(self, stale_after: float, requeue: bool) -> list[str]:
+        """Finalise (or re-queue) orders whose daemon stopped sending heartbeats;
+        return their uuids."""
         with self.engine.begin() as connection:
-            claims = connection.execute(
-                self._q("running_claims"), {"stale_after": stale_after}
-            ).all()
-        done = []
+            claims = run(connection, "running_claims", stale_after=stale_after).all()
+        taken = []
         for claim in claims:
-            if claim.claimed_by == self.owner:
+            gone = claim.expired or _is_local_and_dead(claim.claimed_by)
+            if claim.claimed_by == self.owner or not gone:
                 continue
-            if not (claim.expired or _is_local_and_dead(claim.claimed_by)):
-                continue
-            takeover = self._take_over(claim.event_id, claim.uuid, claim.claimed_by, requeue)
-            if takeover is not None:
-                done.append(takeover)
-        return done
-
-    def _take_over(
-        self, event_id: int, uuid: str, owner: str, requeue: bool
-    ) -> Takeover | None:
-        with self.engine.begin() as connection:
-            taken = connection.execute(
-                self._q("take_over_claim"), {"event_id": event_id, "owner": owner}
-            )
-            if taken.rowcount != 1:
-                return None  # its owner finished after all, or another daemon took it
             if requeue:
-                stage = STAGE_NEW_ORDER
-                description = f"re-queued: the daemon running it ({owner}) stopped"
+                stage, description = STAGE_NEW_ORDER, (
+                    f"re-queued: the daemon running it ({claim.claimed_by}) stopped")
             else:
-                stage = STAGE_INGEST_FAILED
-                description = (
-                    f"interrupted: the daemon running it ({owner}) stopped before it "
-                    f"finished; retry with `omero-adi retry {uuid}`"
-                )
-            self._copy_event(connection, event_id, stage, description, None)
-        log.warning("order %s: %s", uuid, description)
-        return Takeover(uuid=uuid, previous_owner=owner, new_stage=stage)
+                stage, description = STAGE_INGEST_FAILED, (
+                    f"interrupted: the daemon running it ({claim.claimed_by}) stopped before "
+                    f"it finished; retry with `omero-adi retry {claim.uuid}`")
+            if self._close(claim.event_id, claim.claimed_by, "interrupted", stage, description):
+                log.warning("order %s: %s", claim.uuid, description)
+                taken.append(claim.uuid)
+        return taken
