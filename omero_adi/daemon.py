@@ -63,13 +63,12 @@ class Daemon:
         self.queue = OrderQueue(engine, owner)
         self.manager = UploadOrderManager(settings)
         self.on_event = on_event
-        postgres = engine.dialect.name == "postgresql"
-        self.poller = DatabasePoller(
-            engine, settings.poll_interval if postgres else settings.sqlite_poll_interval
-        )
+        self.poller = DatabasePoller(engine, settings)
         self.claims: queuelib.Queue[Claim | None] = queuelib.Queue()
         self.running: set[str] = set()
         self.running_lock = threading.Lock()
+        #: Notified whenever an order leaves ``running``.
+        self.order_done = threading.Condition(self.running_lock)
         self.stopping = threading.Event()
         #: Set once the loop has stopped claiming (a claim under way at stop() ends first).
         self.claiming_stopped = threading.Event()
@@ -102,8 +101,10 @@ class Daemon:
     # --- the loop ----------------------------------------------------------
     def _loop(self) -> None:
         heartbeat = _Timer(self.settings.heartbeat_interval)
-        recovery = _Timer(self.settings.recovery_interval)
-        wanted = self._startup()
+        recovery = _Timer(self.settings.recovery_interval)  # due at once: recover on start
+        # Queue orders that arrived while no trigger or daemon ran, then claim.
+        self._guarded(self.queue.reconcile, "queueing waiting orders")
+        wanted = True
         while not self.stopping.is_set():
             self.loop_seen = now = time.monotonic()
             if heartbeat.fire(now) and self._busy():
@@ -117,12 +118,6 @@ class Daemon:
                 timeout = min(timeout, CLAIM_RETRY)  # claiming failed: try again soon
             # With the pool full, a finishing worker wakes the poller.
             wanted = self.poller.wait(timeout) or wanted
-
-    def _startup(self) -> bool:
-        """Queue orders that arrived while no trigger or daemon ran; recover."""
-        self._guarded(self.queue.reconcile, "queueing waiting orders")
-        self._recover()
-        return True
 
     def _busy(self) -> bool:
         with self.running_lock:
@@ -149,12 +144,10 @@ class Daemon:
         return self._free_slots() == 0
 
     def _recover(self) -> None:
-        def recover() -> None:
-            for takeover in self.queue.recover(
-                self.settings.stale_after, self.settings.requeue_interrupted
-            ):
-                log.warning("took over order %s from %s", takeover.uuid, takeover.previous_owner)
-        self._guarded(recover, "looking for interrupted orders")
+        self._guarded(
+            lambda: self.queue.recover(self.settings.stale_after, self.settings.requeue_interrupted),
+            "looking for interrupted orders",
+        )
 
     def _guarded(self, work: Callable[[], Any], what: str) -> None:
         """Housekeeping must not stop the daemon when the database is away."""
@@ -179,8 +172,9 @@ class Daemon:
                 stage, description = self._run_order(claim)
                 self._finish(claim, stage, description)
             finally:
-                with self.running_lock:
+                with self.order_done:
                     self.running.discard(claim.uuid)
+                    self.order_done.notify_all()
                 self.poller.wake()
 
     def _finish(self, claim: Claim, stage: str, description: str | None) -> None:
@@ -241,9 +235,8 @@ class Daemon:
     def _shutdown(self) -> None:
         log.info("stopping: no new orders; waiting up to %.0fs for %d running",
                  self.settings.shutdown_timeout, len(self.running))
-        deadline = time.monotonic() + self.settings.shutdown_timeout
-        while self._busy() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with self.order_done:
+            self.order_done.wait_for(lambda: not self.running, self.settings.shutdown_timeout)
         if self._busy():
             log.warning("shutdown timeout: stopping the running orders")
             self.cancelled.set()

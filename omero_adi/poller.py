@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from omero_adi.settings import Settings
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "omero_adi_orders"
@@ -77,10 +79,12 @@ class Listener:
 
 
 class DatabasePoller:
-    def __init__(self, engine: Engine, poll_interval: float):
-        self.listener = Listener(engine) if engine.dialect.name == "postgresql" else None
-        self.poll_interval = poll_interval
-        self.next_poll = 0.0
+    def __init__(self, engine: Engine, settings: Settings):
+        postgres = engine.dialect.name == "postgresql"
+        self.listener = Listener(engine) if postgres else None
+        self.poll_interval = settings.poll_interval if postgres else settings.sqlite_poll_interval
+        # The daemon claims once at start; the first poll is due an interval later.
+        self.next_poll = time.monotonic() + self.poll_interval
         self.selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)

@@ -35,7 +35,3 @@ def make_engine(url: str, **options: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, **options)
-
-
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
