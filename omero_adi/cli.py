@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from omero_adi import __version__, logs
 from omero_adi.settings import Settings, SettingsError, load_settings, mask_url
 from omero_adi.store import admin, migrate
-from omero_adi.store.models import FINAL_STAGES, STAGES
+from omero_adi.store.models import FINAL_STAGES, STAGE_IMPORTED, STAGES
 from omero_adi.store.session import open_store
 
 log = logging.getLogger("omero_adi")
@@ -116,7 +116,7 @@ def _follow(engine: Engine, uuid: str, timeout: float) -> int:
             note = f"  {event.description}" if event.description else ""
             print(f"{time.monotonic() - started:7.1f}s  {event.stage}{note}", flush=True)
             if event.stage in FINAL_STAGES and event.id == max(seen):
-                return 0 if event.stage == FINAL_STAGES[0] else 1
+                return 0 if event.stage == STAGE_IMPORTED else 1
         time.sleep(0.2)
     print(f"still not finished after {timeout:.0f}s", file=sys.stderr)
     return 1

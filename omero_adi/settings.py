@@ -201,6 +201,16 @@ class Settings:
         return out
 
 
+def parse_bool(text: str) -> bool | None:
+    """``1/true/yes/on`` or ``0/false/no/off/""`` (any case); None for anything else."""
+    word = text.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off", ""}:
+        return False
+    return None
+
+
 def mask_url(url: str) -> str:
     """Hide the password of a database URL: ``postgresql://u:***@h/db``."""
     # Up to the last "@" of the URL: a password may hold "@", ":" or "/" unencoded
@@ -217,13 +227,9 @@ def _convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: b
     where = f"environment variable for {key!r}" if from_env else f"setting {key!r}"
     origin = typing.get_origin(kind)
     if kind is bool:
-        if isinstance(raw, bool):
-            value: Any = raw
-        elif isinstance(raw, str) and raw.strip().lower() in {"1", "true", "yes", "on"}:
-            value = True
-        elif isinstance(raw, str) and raw.strip().lower() in {"0", "false", "no", "off", ""}:
-            value = False
-        else:
+        value: Any = raw if isinstance(raw, bool) else (
+            parse_bool(raw) if isinstance(raw, str) else None)
+        if value is None:
             raise SettingsError(f"{where} must be true or false, got {raw!r}")
     elif kind in (int, float):
         try:

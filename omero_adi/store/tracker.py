@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from omero_adi.settings import DEFAULT_SQLITE_URL, mask_url
+from omero_adi.settings import DEFAULT_SQLITE_URL, mask_url, parse_bool
 from omero_adi.store import migrate
 from omero_adi.store.db import make_engine
 from omero_adi.store.models import IngestionTracking, Preprocessing
@@ -127,10 +127,9 @@ class IngestTracker:
 
 
 def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    raw = os.environ.get(name)
+    value = None if raw is None else parse_bool(raw)
+    return default if value is None else value
 
 
 _tracker: IngestTracker | None = None
