@@ -12,7 +12,6 @@ from omero_adi.importing.zarr_meta import ZarrImage, ZarrPlate
 from omero_adi.importing.zarr_register import (
     register_zarr,
     split_paths,
-    zarr_uri,
 )
 from omero_adi.orders import DestinationType, Order
 from omero_adi.pipeline import OrderFailed
@@ -59,22 +58,12 @@ SWITCHED_ON = Settings(use_register_zarr=True)
 
 
 # --- split_paths -------------------------------------------------------------
-def test_split_paths_sends_zarr_to_registration_when_switched_on() -> None:
+def test_split_paths_sends_zarr_to_registration() -> None:
     order = make_order(["/data/a.ome.zarr", "/data/b.tif", "/data/c.ZARR/", "s3://bucket/d.zarr",
                         "/data/e.zarr.txt"])
-    to_register, to_import = split_paths(order, SWITCHED_ON)
+    to_register, to_import = split_paths(order)
     assert to_register == ("/data/a.ome.zarr", "/data/c.ZARR", "s3://bucket/d.zarr")
     assert to_import == (Path("/data/b.tif"), Path("/data/e.zarr.txt"))
-
-
-def test_split_paths_imports_everything_when_switched_off() -> None:
-    order = make_order(["/data/a.zarr", "/data/b.tif"])
-    assert split_paths(order, Settings(use_register_zarr=False)) == ((), order.files)
-
-
-def test_zarr_uri_restores_the_s3_scheme_a_path_collapses() -> None:
-    assert zarr_uri(Path("s3://bucket/key/x.zarr")) == "s3://bucket/key/x.zarr"
-    assert zarr_uri(Path("/data/s3:/x.zarr")) == "/data/s3:/x.zarr"
 
 
 # --- registration ------------------------------------------------------------
@@ -86,7 +75,7 @@ def test_images_and_series_are_created_in_the_dataset(tmp_path: Path) -> None:
     order = make_order([single, tmp_path / "notes.txt", series])
     session = RecordingSession()
 
-    to_register, _ = split_paths(order, SWITCHED_ON)
+    to_register, _ = split_paths(order)
     results = register_zarr(order, to_register, SWITCHED_ON, session)  # type: ignore[arg-type]
 
     assert results == [RegisteredZarr(str(single), image_ids=(101,)),
@@ -156,7 +145,7 @@ def test_s3_store_is_registered_with_the_settings_endpoint(tmp_path: Path,
     order = make_order(["s3://bucket/i.zarr"])
     session = RecordingSession()
 
-    to_register, _ = split_paths(order, settings)
+    to_register, _ = split_paths(order)
     register_zarr(order, to_register, settings, session)  # type: ignore[arg-type]
 
     ((image, _),) = session.images

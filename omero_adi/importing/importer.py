@@ -256,7 +256,7 @@ def _split(ctx: OrderContext) -> tuple[tuple[str, ...], tuple[Path, ...]]:
     except ImportError as exc:
         raise OrderFailed(f"use_register_zarr is on, but the zarr library is missing ({exc}); "
                           f"{ZARR_HINT}; nothing was imported") from exc
-    return split_paths(ctx.order, ctx.settings)
+    return split_paths(ctx.order)
 
 
 def _annotated_kind(ctx: OrderContext) -> AnnotatedType:

@@ -26,25 +26,16 @@ from omero_adi.settings import Settings
 
 log = logging.getLogger(__name__)
 
-def zarr_uri(path: Path | str) -> str:
-    """The path as text; ``Path`` collapses ``s3://`` to ``s3:/``, so restore it."""
-    text = str(path)
-    if text.startswith("s3:/") and not text.startswith("s3://"):
-        return "s3://" + text[len("s3:/"):]
-    return text
+def is_zarr(path: str) -> bool:
+    return path.rstrip("/").lower().endswith(".zarr")
 
 
-def is_zarr(path: Path | str) -> bool:
-    return zarr_uri(path).rstrip("/").lower().endswith(".zarr")
-
-
-def split_paths(order: Order, settings: Settings) -> tuple[tuple[str, ...], tuple[Path, ...]]:
-    """(paths to register, paths to import): ``.zarr`` is registered only when switched on."""
-    if not settings.use_register_zarr:
-        return (), order.files
+def split_paths(order: Order) -> tuple[tuple[str, ...], tuple[Path, ...]]:
+    """(``.zarr`` stores to register, as the order wrote them, paths to import)."""
+    paths = list(zip(order.file_texts, order.files))
     return (
-        tuple(zarr_uri(p) for p in order.files if is_zarr(p)),
-        tuple(p for p in order.files if not is_zarr(p)),
+        tuple(text for text, _ in paths if is_zarr(text)),
+        tuple(path for text, path in paths if not is_zarr(text)),
     )
 
 
