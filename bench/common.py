@@ -1,7 +1,9 @@
 """Shared parts of the benchmarks: a scratch database, a daemon process, tables.
 
 Every figure comes from the database's own timestamps (``imports.timestamp``
-is ``now()`` of the transaction that wrote the row).
+is ``now()`` of the transaction that wrote the row). Orders are written and
+waited for with the tests' helpers (``tests.helpers.insert_order``,
+``wait_for``, ``current_stage``).
 """
 
 from __future__ import annotations
@@ -64,22 +66,13 @@ def daemon(url: str, base_dir: Path, workers: int = 4, **settings: object) -> It
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        ready = process.stderr.readline()  # the daemon says when it is listening
+        ready = process.stderr.readline()  # the daemon says when it listens
         if b"ready" not in ready:
             raise RuntimeError(f"daemon did not start: {ready!r}")
         yield counts
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-
-
-def insert_pending(connection: sa.Connection, uuid_: str, path: Path) -> None:
-    connection.execute(
-        sa.text("INSERT INTO imports (group_name, user_name, destination_id, destination_type, "
-                "stage, uuid, files) VALUES ('lab', 'alice', '1', 'Dataset', 'Import Pending', "
-                ":u, :f)"),
-        {"u": uuid_, "f": json.dumps([str(path)])},
-    )
 
 
 def pickup_latencies(engine: sa.Engine, uuids: Sequence[str]) -> list[float]:

@@ -1,9 +1,9 @@
 """Pickup latency with 1,000 vs 1,000,000 historical rows in ``imports``.
 
 Run: python -m bench.history_latency [ORDERS]
-History: finished orders of four rows each (Pending, Started, Preprocessing or
-Completed/Failed), half of them with finished queue entries (processed by this
-ADI) and half without (processed by the earlier ADI).
+History: finished orders of four rows each (Pending, Started, Preprocessing,
+Completed), half of them with finished queue entries (processed by this ADI)
+and half without (processed by the earlier ADI).
 Target: p50 with 1,000,000 rows within 2x of p50 with 1,000.
 """
 
@@ -29,7 +29,7 @@ ORDER BY n, s
 QUEUE_HISTORY = sa.text("""
 INSERT INTO adi_queue (event_id, uuid, claimed_by, claimed_at, heartbeat_at, finished_at, outcome)
 SELECT id, uuid, 'old-host:1:x', timestamp, timestamp, timestamp, 'completed'
-FROM imports WHERE stage = 'Import Pending' AND id % 2 = 0
+FROM imports WHERE stage = 'Import Pending' AND substr(uuid, 6)::int % 2 = 0
 ON CONFLICT (event_id) DO UPDATE SET claimed_by = EXCLUDED.claimed_by,
     finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome
 """)

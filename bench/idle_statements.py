@@ -12,17 +12,17 @@ import json
 import sys
 import time
 
-from bench.common import daemon, insert_pending, sample_file, scratch_database, table, verdict
-from bench.pickup_latency import wait_started
+from bench.common import daemon, sample_file, scratch_database, table, verdict
+from bench.pickup_latency import wait_completed
+from tests.helpers import insert_order
 
 
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 180.0
     with scratch_database() as (url, engine), sample_file() as path:
         with daemon(url, path.parent) as counts:
-            with engine.begin() as connection:  # one order, then silence
-                insert_pending(connection, "warm-up", path)
-            wait_started(engine, "warm-up")
+            insert_order(engine, "warm-up", [str(path)])  # one order, then silence
+            wait_completed(engine, "warm-up")
             time.sleep(2)  # let the order's own statements finish before the window opens
             window_start = time.time()
             time.sleep(seconds)

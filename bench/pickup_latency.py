@@ -7,38 +7,29 @@ Target: p50 <= 20 ms, p99 <= 100 ms (the earlier ADI: p50 ~2.1 s, worst ~4.9 s).
 from __future__ import annotations
 
 import sys
-import time
 
 import sqlalchemy as sa
 
 from bench.common import (
-    daemon, insert_pending, percentile, pickup_latencies, sample_file, scratch_database, table,
-    verdict,
+    daemon, percentile, pickup_latencies, sample_file, scratch_database, table, verdict,
 )
+from omero_adi.store.models import STAGE_IMPORTED
+from tests.helpers import current_stage, insert_order, wait_for
 
 
-def wait_started(engine: sa.Engine, uuid: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    with engine.connect() as connection:
-        while time.monotonic() < deadline:
-            if connection.execute(sa.text(
-                    "SELECT 1 FROM imports WHERE uuid = :u AND stage = 'Import Completed'"),
-                    {"u": uuid}).first():
-                return
-            connection.rollback()
-            time.sleep(0.005)
-    raise RuntimeError(f"order {uuid} was not picked up")
+def wait_completed(engine: sa.Engine, uuid: str, timeout: float = 30) -> None:
+    wait_for(lambda: current_stage(engine, uuid) == STAGE_IMPORTED, timeout,
+             what=f"order {uuid} to complete")
 
 
 def measure(engine: sa.Engine, url: str, count: int, prefix: str) -> list[float]:
-    """Insert ``count`` orders one at a time (each waits for the previous one)."""
+    """Insert ``count`` orders one at a time (each after the previous one completed)."""
     with sample_file() as path, daemon(url, path.parent):
         uuids = []
         for n in range(count + 1):
             uuid = f"{prefix}-{n}"
-            with engine.begin() as connection:
-                insert_pending(connection, uuid, path)
-            wait_started(engine, uuid)
+            insert_order(engine, uuid, [str(path)])
+            wait_completed(engine, uuid)
             if n:  # the first order only proves the daemon is listening
                 uuids.append(uuid)
         return pickup_latencies(engine, uuids)

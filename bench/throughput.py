@@ -7,29 +7,27 @@ Target: >= 50 orders/s sustained (first Started row to last Completed row).
 from __future__ import annotations
 
 import sys
-import time
 
 import sqlalchemy as sa
 
-from bench.common import daemon, insert_pending, sample_file, scratch_database, table, verdict
+from bench.common import daemon, sample_file, scratch_database, table, verdict
+from tests.helpers import insert_order, wait_for
+
+
+def completed(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(sa.text(
+            "SELECT count(*) FROM imports WHERE stage = 'Import Completed'")).scalar_one())
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     with scratch_database() as (url, engine), sample_file() as path:
         with daemon(url, path.parent, workers=4):
-            with engine.begin() as connection:
+            with engine.begin() as connection:  # all at once: one transaction
                 for n in range(count):
-                    insert_pending(connection, f"bulk-{n}", path)
-            deadline = time.monotonic() + 600
-            with engine.connect() as connection:
-                while time.monotonic() < deadline:
-                    done = connection.execute(sa.text(
-                        "SELECT count(*) FROM imports WHERE stage = 'Import Completed'")).scalar_one()
-                    connection.rollback()
-                    if done >= count:
-                        break
-                    time.sleep(0.1)
+                    insert_order(connection, f"bulk-{n}", [str(path)])
+            wait_for(lambda: completed(engine) >= count, timeout=600, what=f"{count} orders")
         with engine.connect() as connection:
             row = connection.execute(sa.text(
                 "SELECT extract(epoch FROM max(timestamp) FILTER (WHERE stage = 'Import Completed')"

@@ -1,13 +1,15 @@
 """A real daemon whose importer does nothing, counting every SQL statement it sends.
 
 Arguments: DB_URL BASE_DIR WORKERS COUNT_FILE SETTINGS_JSON. Prints ``ready`` on
-stderr once it listens; on SIGTERM writes ``{"statements": [[t, sql], ...]}``.
+stderr once it listens for new orders; on SIGTERM writes
+``{"statements": [[t, sql], ...]}``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 from sqlalchemy import event
@@ -36,8 +38,14 @@ def main() -> None:
 
     daemon = Daemon(settings, engine, zero_cost)
     daemon.install_signal_handlers()
+    loop = threading.Thread(target=daemon.run, name="daemon")
+    loop.start()
+    listener = daemon.poller.listener
+    while listener is not None and listener.connection is None and loop.is_alive():
+        time.sleep(0.01)  # until the LISTEN connection is up (PostgreSQL)
     print("ready", file=sys.stderr, flush=True)
-    daemon.run()
+    while loop.is_alive():
+        loop.join(0.5)  # the main thread stays free for the SIGTERM handler
     with open(count_file, "w") as out:
         json.dump({"statements": statements}, out)
 

@@ -1,4 +1,4 @@
-"""Small helpers shared by the daemon tests."""
+"""Small helpers shared by the daemon tests and the benchmarks (bench/)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,21 @@ INSERT = sa.text(
 )
 
 
-def insert_order(engine: sa.Engine, uuid: str, files: Any, **fields: Any) -> None:
-    """A Pending order by plain SQL, as scripts and the web plugin write them."""
+def insert_order(
+    target: sa.Engine | sa.Connection, uuid: str, files: Any, **fields: Any
+) -> None:
+    """A Pending order by plain SQL, as scripts and the web plugin write them:
+    in a transaction of its own, or in the caller's when given a connection."""
     values = {
         "group": "lab", "user": "alice", "dest": "1", "type": "Dataset", "uuid": uuid,
         "files": files if isinstance(files, str) else json.dumps(files),
         "file_names": None, "pre": None,
     }
     values.update(fields)
-    with engine.begin() as connection:
+    if isinstance(target, sa.Connection):
+        target.execute(INSERT, values)
+        return
+    with target.begin() as connection:
         connection.execute(INSERT, values)
 
 
