@@ -19,7 +19,7 @@ def test_keys_and_values_of_a_plain_order() -> None:
                   destination_type="Dataset", files=(Path("/data/a.tif"), Path("/data/b.tif")),
                   file_names=("a.tif", "b.tif"))
     stamp = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    values = import_annotation(order, Path("/data/a.tif"), extra={}, metadata={"stain": "DAPI"},
+    values = import_annotation(order, "/data/a.tif", extra={}, metadata={"stain": "DAPI"},
                                timestamp=stamp)
     assert values == {
         "UUID": "u-1", "Filepath": "/data/a.tif", "Group": "lab", "Username": "alice",

@@ -54,20 +54,21 @@ def metadata_for(origin: Path, log: logging.LoggerAdapter[logging.Logger]) -> di
 
 def import_annotation(
     order: Order,
-    filepath: Path,
+    filepath: str,
     *,
     extra: Mapping[str, str],
     metadata: Mapping[str, str],
     timestamp: datetime,
 ) -> dict[str, str]:
-    """The key-values, in their order, for an object imported from ``filepath``.
+    """The key-values, in their order, for an object imported from ``filepath``
+    (the order's path as written, ``s3://`` included).
 
     ``extra`` are added as named: the ``processing_output_<key>`` values that
     preprocessing reported for the file.
     """
     values = {
         "UUID": order.uuid,
-        "Filepath": str(filepath),
+        "Filepath": filepath,
         "Group": order.group,
         "Username": order.user,
         "DestinationID": str(order.destination_id),

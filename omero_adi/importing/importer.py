@@ -227,15 +227,13 @@ class DataPackageImporter:
         timestamp = datetime.now(timezone.utc)
         metadata: dict[str, dict[str, str]] = {}
         for origin in origins:
-            path = Path(origin.filepath)
             if origin.filepath not in metadata:  # none beside an s3:// store
-                metadata[origin.filepath] = (
-                    {} if "://" in origin.filepath else metadata_for(path, ctx.log))
+                metadata[origin.filepath] = ({} if "://" in origin.filepath
+                                             else metadata_for(Path(origin.filepath), ctx.log))
             values = import_annotation(
-                order, path, extra=origin.keyvalues,
+                order, origin.filepath, extra=origin.keyvalues,
                 metadata=metadata[origin.filepath], timestamp=timestamp,
             )
-            values["Filepath"] = origin.filepath  # Path() turns s3:// into s3:/
             for object_id in origin.object_ids:
                 try:
                     session.annotate(kind, object_id, NAMESPACE, values)
