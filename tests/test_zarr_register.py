@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def make_order(files: list[str | Path], destination_type: DestinationType = "Dat
 
 
 SWITCHED_ON = Settings(use_register_zarr=True)
+LOG = logging.LoggerAdapter(logging.getLogger("test.zarr_register"), {})
 
 
 # --- split_paths -------------------------------------------------------------
@@ -76,7 +78,7 @@ def test_images_and_series_are_created_in_the_dataset(tmp_path: Path) -> None:
     session = RecordingSession()
 
     to_register, _ = split_paths(order)
-    results = register_zarr(order, to_register, SWITCHED_ON, session)  # type: ignore[arg-type]
+    results = register_zarr(order, to_register, SWITCHED_ON, session, LOG)  # type: ignore[arg-type]
 
     assert results == [RegisteredZarr(str(single), image_ids=(101,)),
                        RegisteredZarr(str(series), image_ids=(102, 103))]
@@ -94,7 +96,7 @@ def test_plate_is_created_in_the_screen(tmp_path: Path) -> None:
     order = make_order([store], destination_type="Screen")
     session = RecordingSession()
 
-    results = register_zarr(order, [str(store)], SWITCHED_ON, session)  # type: ignore[arg-type]
+    results = register_zarr(order, [str(store)], SWITCHED_ON, session, LOG)  # type: ignore[arg-type]
 
     assert results == [RegisteredZarr(str(store), image_ids=(), plate_ids=(101,))]
     ((plate, screen),) = session.plates
@@ -109,7 +111,7 @@ def test_plate_ordered_into_a_dataset_fails(tmp_path: Path) -> None:
     order = make_order([tmp_path / "plate.zarr"])
     with pytest.raises(OrderFailed, match="is a plate: order it into a Screen"):
         register_zarr(order, [str(tmp_path / "plate.zarr")], SWITCHED_ON,
-                      RecordingSession())  # type: ignore[arg-type]
+                      RecordingSession(), LOG)  # type: ignore[arg-type]
 
 
 def test_image_ordered_into_a_screen_fails(tmp_path: Path) -> None:
@@ -117,7 +119,7 @@ def test_image_ordered_into_a_screen_fails(tmp_path: Path) -> None:
     order = make_order([tmp_path / "i.zarr"], destination_type="Screen")
     with pytest.raises(OrderFailed, match="holds images, not a plate"):
         register_zarr(order, [str(tmp_path / "i.zarr")], SWITCHED_ON,
-                      RecordingSession())  # type: ignore[arg-type]
+                      RecordingSession(), LOG)  # type: ignore[arg-type]
 
 
 def test_a_malformed_store_fails_the_order_before_anything_is_created(tmp_path: Path) -> None:
@@ -129,7 +131,7 @@ def test_a_malformed_store_fails_the_order_before_anything_is_created(tmp_path: 
 
     with pytest.raises(OrderFailed) as failed:
         register_zarr(make_order([good, bad]), [str(good), str(bad)], SWITCHED_ON,
-                      session)  # type: ignore[arg-type]
+                      session, LOG)  # type: ignore[arg-type]
 
     assert str(failed.value) == (f"cannot register {bad}: bioformats2raw.layout version 9 is not "
                                  "supported (only 3 is known)")
@@ -146,7 +148,7 @@ def test_s3_store_is_registered_with_the_settings_endpoint(tmp_path: Path,
     session = RecordingSession()
 
     to_register, _ = split_paths(order)
-    register_zarr(order, to_register, settings, session)  # type: ignore[arg-type]
+    register_zarr(order, to_register, settings, session, LOG)  # type: ignore[arg-type]
 
     ((image, _),) = session.images
     assert (image.size_x, image.size_y, image.uri) == (6, 5, "s3://s3.example.org/bucket/i.zarr/")

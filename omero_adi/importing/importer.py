@@ -141,7 +141,7 @@ class DataPackageImporter:
 
         kind = _annotated_kind(ctx)
         try:
-            registered = tuple(register_zarr(ctx.order, uris, ctx.settings, session))
+            registered = tuple(register_zarr(ctx.order, uris, ctx.settings, session, ctx.log))
         except OmeroError as exc:
             raise OrderFailed(f"registering Zarr failed: {exc}; nothing was imported, and any "
                               "store registered before the failure is named in the log") from exc

@@ -24,7 +24,6 @@ from omero_adi.orders import Order
 from omero_adi.pipeline import OrderFailed
 from omero_adi.settings import Settings
 
-log = logging.getLogger(__name__)
 
 def is_zarr(path: str) -> bool:
     return path.rstrip("/").lower().endswith(".zarr")
@@ -61,8 +60,10 @@ def register_zarr(
     uris: Sequence[str],
     settings: Settings,
     session: UserSession,
+    log: logging.LoggerAdapter[logging.Logger],
 ) -> list[RegisteredZarr]:
-    """Create the OMERO objects for each store, linked to the order's destination."""
+    """Create the OMERO objects for each store, linked to the order's destination;
+    each store is logged as it is registered (a later failure leaves it in OMERO)."""
     results = []
     for content in read_contents(order, uris, settings):
         uri = content.source.uri
