@@ -1,12 +1,17 @@
 """The documentation agrees with the code: every setting and environment variable
-in docs/configuration.md, links that resolve, commands that exist."""
+in docs/configuration.md, links that resolve, commands and flags that exist,
+the metrics the endpoint serves."""
 
 from __future__ import annotations
 
 import json
 import re
 import runpy
+import shlex
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from omero_adi.cli import build_parser
 from omero_adi.settings import ENVIRONMENT, setting_docs
@@ -53,3 +58,39 @@ def test_documented_commands_exist() -> None:
             r"`omero-adi ([a-z]+)", text)
         for command in named:
             assert command in commands, f"{document.name}: no command `omero-adi {command}`"
+
+
+def _documented_command_lines() -> list[tuple[str, str]]:
+    """(document, arguments) of every ``omero-adi …`` line in a code block."""
+    found = []
+    for document in DOCS:
+        for block in re.findall(r"```[a-z]*\n(.*?)```", document.read_text(encoding="utf-8"), re.S):
+            for line in block.splitlines():
+                for part in line.split("&&"):
+                    command = re.match(r"^(?:\S*/)?omero-adi\s+(.*)$", part.split(" #")[0].strip())
+                    if command:
+                        found.append((document.name, command.group(1)))
+    return found
+
+
+def test_documented_command_lines_parse_with_their_flags() -> None:
+    lines = _documented_command_lines()
+    assert len(lines) >= 10  # README's "Using it" and operations.md's recipes
+    parser = build_parser()
+    for document, arguments in lines:
+        argv = shlex.split(re.sub(r"<[^>]+>", "placeholder", arguments))
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{document}: `omero-adi {arguments}` is not a valid command line")
+
+
+def test_the_metrics_table_lists_exactly_the_metrics_served() -> None:
+    from omero_adi.metrics import DaemonMetrics  # needs the metrics extra, as test_metrics does
+
+    registry = DaemonMetrics(SimpleNamespace(running=set())).registry  # type: ignore[arg-type]
+    served = {f"{family.name}_total" if family.type == "counter" else family.name
+              for family in registry.collect() if family.name.startswith("omero_adi_")}
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(omero_adi_[a-z_]+)", text, re.M))
+    assert documented == served
