@@ -286,20 +286,18 @@ def test_cli_reports_a_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture
 # --- secrets ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url, secret", [
-    ("postgresql://u:secret@h/db", "secret"),
-    ("postgresql+psycopg2://omero_adi:s3cr3t!@db.example.org:5432/biomero", "s3cr3t!"),
-    ("postgresql://:secret@h/db", "secret"),
-    ("postgresql://u:pa:ss:word@h/db", "pa:ss:word"),
-    ("postgresql://u:p@ssw0rd@h/db", "ssw0rd"),
-    ("postgresql://u:p%40ssw0rd@h/db?sslmode=require", "p%40ssw0rd"),
-    ("postgresql://u:pa/ss@h/db", "pa/ss"),
+@pytest.mark.parametrize("url, masked", [
+    ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+    ("postgresql+psycopg2://omero_adi:s3cr3t!@db.example.org:5432/biomero",
+     "postgresql+psycopg2://omero_adi:***@db.example.org:5432/biomero"),
+    ("postgresql://:secret@h/db", "postgresql://:***@h/db"),
+    ("postgresql://u:pa:ss:word@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:p@ssw0rd@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:p%40ssw0rd@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
+    ("postgresql://u:pa/ss@h/db", "postgresql://u:***@h/db"),
 ])
-def test_mask_url_hides_the_password(url: str, secret: str) -> None:
-    masked = mask_url(url)
-    assert secret not in masked
-    assert "***" in masked
-    assert masked.endswith("h/db") or "db.example.org:5432/biomero" in masked or "sslmode" in masked
+def test_mask_url_hides_the_password(url: str, masked: str) -> None:
+    assert mask_url(url) == masked  # user, host, database and options stay readable
 
 
 def test_mask_url_keeps_urls_without_password() -> None:
