@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
 
 from omero_adi import logs
 from omero_adi.settings import build_settings
 
 
+@contextmanager
+def configured(path: Path, **values: Any) -> Iterator[None]:
+    """logs.configure for one test; the root logger is put back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    logs.configure(build_settings({"log_file_path": str(path), **values}, {}))
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def test_log_file_rotates_and_order_lines_carry_the_uuid(tmp_path: Path) -> None:
     path = tmp_path / "logs" / "app.logs"
-    settings = build_settings(
-        {"log_file_path": str(path), "log_max_bytes": 2000, "log_backup_count": 2}, {})
-    logs.configure(settings)
-    try:
+    with configured(path, log_max_bytes=2000, log_backup_count=2):
         order = logs.order_log("1f2e3d4c-aaaa")
         for n in range(100):
             order.info("step %d", n)
         logging.getLogger("omero_adi.daemon").warning(
             "cannot reach postgresql://adi:s3cret@db:5432/biomero")
-    finally:
-        logging.getLogger().handlers.clear()
     files = sorted(p.name for p in path.parent.iterdir())
     assert files == ["app.logs", "app.logs.1", "app.logs.2"]  # size limit and count kept
     assert all(path.stat().st_size <= 2000 for path in path.parent.iterdir())
@@ -30,3 +44,13 @@ def test_log_file_rotates_and_order_lines_carry_the_uuid(tmp_path: Path) -> None
     last = path.read_text()
     assert "postgresql://adi:***@db:5432/biomero" in last and "s3cret" not in last
     assert "omero_adi.daemon [-]" in last  # lines outside an order say so
+
+
+@pytest.mark.xfail(strict=True, reason="omero_adi/logs.py masks with its own regex, which stops "
+                   "at the first '@' of a password; settings.mask_url does not")
+def test_log_lines_mask_passwords_that_hold_an_at_sign(tmp_path: Path) -> None:
+    path = tmp_path / "app.logs"
+    with configured(path):
+        logging.getLogger("omero_adi.daemon").warning(
+            "cannot reach postgresql://adi:p@ssw0rd@db/biomero")
+    assert "ssw0rd" not in path.read_text()
