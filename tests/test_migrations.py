@@ -340,22 +340,28 @@ def test_racing_migrators_on_an_empty_database(request: pytest.FixtureRequest, t
         engine.dispose()
 
 
-def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _cli_command(args: list[str], **env: str) -> tuple[list[str], dict[str, str]]:
+    """``python -m omero_adi ARGS`` and its environment: the site's ADI
+    variables removed, ``env`` added."""
     environment = {k: v for k, v in os.environ.items()
                    if k not in ("INGEST_TRACKING_DB_URL", "ADI_SETTINGS", "ADI_ALLOW_AUTO_STAMP",
                                 "ADI_RUN_MIGRATIONS")}
     environment.update(env)
-    return subprocess.run([sys.executable, "-m", "omero_adi", *args], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=120)
+    return [sys.executable, "-m", "omero_adi", *args], environment
+
+
+def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    command, environment = _cli_command(args, **env)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_two_cli_migrators_started_together(make_pg_database: Callable[[], str],
                                             tmp_path: Path) -> None:
     url = make_pg_database()
-    env = {k: v for k, v in os.environ.items() if k not in ("ADI_SETTINGS",)}
-    env["INGEST_TRACKING_DB_URL"] = url
-    runs = [subprocess.Popen([sys.executable, "-m", "omero_adi", "migrate"], cwd=tmp_path,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command, env = _cli_command(["migrate"], INGEST_TRACKING_DB_URL=url)
+    runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     outputs = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
@@ -432,7 +438,7 @@ def test_pending_rows_and_retries_are_queued(any_engine: sa.Engine) -> None:
         failed = _insert_pending(connection, order, "Import Failed")
         other = _insert_pending(connection, "other-order", "Import Completed")
         connection.execute(sa.text(
-            "UPDATE adi_queue SET finished_at = CURRENT_TIMESTAMP, outcome = 'Import Failed'"
+            "UPDATE adi_queue SET finished_at = CURRENT_TIMESTAMP, outcome = 'failed'"
             " WHERE event_id = :e"), {"e": pending})
     assert _queue(any_engine) == [(pending, order)]  # only Pending events are queued
     assert other not in [e for e, _ in _queue(any_engine)]
