@@ -16,6 +16,7 @@ from omero_adi.store.session import open_store
 from tests.helpers import current_stage, insert_order, running_daemon, stages
 from tests.test_daemon import make_settings, ok_handler
 
+
 @pytest.fixture
 def env(make_pg_database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     url = make_pg_database()
@@ -56,6 +57,7 @@ def test_unknown_uuid_is_a_clear_error(env, capsys) -> None:
         assert cli.main([command, "no-such-order"]) == 1
         assert "no order with uuid 'no-such-order'" in capsys.readouterr().err
     assert cli.main(["status", "--uuid", "no-such-order"]) == 1
+    assert "no order with uuid 'no-such-order'" in capsys.readouterr().err
 
 
 def test_status_table_filters_by_user(env, capsys) -> None:
@@ -89,6 +91,8 @@ def test_check_reports_each_failure_on_its_own_line(env, capsys, tmp_path) -> No
     lines = capsys.readouterr().out.splitlines()
     assert code == 1
     by_name = {line[5:].split(":")[0]: line[:4].strip() for line in lines}
+    assert list(by_name) == ["database", "omero", "podman", "base_dir", "inplace_tmp_root",
+                             "managed_repository"]  # as docs/operations.md lists them
     assert by_name["database"] == "ok"  # migrated by the fixture
     assert by_name["base_dir"] == "FAIL"
     assert by_name["inplace_tmp_root"] == "ok"
