@@ -65,6 +65,7 @@ def daemon(url: str, base_dir: Path, workers: int = 4, **settings: object) -> It
          str(counts), json.dumps(settings)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+    assert process.stderr is not None
     try:
         ready = process.stderr.readline()  # the daemon says when it listens
         if b"ready" not in ready:
