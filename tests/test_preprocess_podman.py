@@ -12,10 +12,10 @@ import pytest
 from omero_adi.importing.engines import ContainerEngine, PodmanApi, PodmanCli, connect
 from omero_adi.importing.preprocess import (
     STAGE_PREPROCESSING,
-    LocalOutput,
     Preprocessed,
     preprocess,
 )
+from omero_adi.importing.results import ImportItem
 from omero_adi.pipeline import OrderFailed
 from tests.podman_fixtures import (  # noqa: F401  (fixtures)
     Recorded,
@@ -86,7 +86,7 @@ def test_converter_writes_both_copies_and_reports_keyvalues(
         durable = original.parent / ".processed" / output.path.name
         expected = b"converted " + original.read_bytes()
         assert durable.read_bytes() == output.path.read_bytes() == expected
-        assert output.source == original
+        assert output.origin == original
         assert output.keyvalues == {"processing_output_source": original.name,
                                     "processing_output_saveoption": "single"}
         assert result.durable_for(output.path) == durable
@@ -115,7 +115,7 @@ def test_without_json_the_whole_local_folder_is_imported(
     caplog.set_level("INFO")
     _, result = _preprocess(tmp_path, originals, podman_images["convert"], engine,
                             extra={"mode": "nojson"})
-    assert result.to_import == (LocalOutput(result.tmp_dir, originals[0], {}),)
+    assert result.to_import == (ImportItem(result.tmp_dir, originals[0]),)
     assert result.durable_for(result.tmp_dir / "two.converted.tif") == (
         originals[1].parent / ".processed" / "two.converted.tif")
     assert "importing the whole local folder" in caplog.text
@@ -169,7 +169,7 @@ def test_misbehaving_container_cannot_touch_originals_or_the_host(
     engine: ContainerEngine,
 ) -> None:
     before = _data_digests(tmp_path)
-    _, result = _preprocess(tmp_path, originals, podman_images["escape"], engine)
+    _, result = _preprocess(tmp_path, originals[:1], podman_images["escape"], engine)
     assert _data_digests(tmp_path) == before
     assert not (originals[0].parent / "planted.txt").exists()
     assert not Path("/escaped").exists()

@@ -155,8 +155,8 @@ def _local_copy(tmp_path: Path, names: list[str]) -> tuple[Preprocessed, Path, l
         for folder in (tmp_dir, original / ".processed"):
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(name)
-    origins = {tmp_dir / name: original for name in names}
-    result = Preprocessed(tmp_dir, (), origins)
+    sources = {tmp_dir / name: original / "raw.lif" for name in names}
+    result = Preprocessed(tmp_dir, (), sources)
     managed = tmp_path / "ManagedRepository"
     prefixes = _import_in_place(managed, tuple(tmp_dir / n for n in names))
     return result, managed, prefixes

@@ -41,29 +41,19 @@ ImportItems = Callable[[OrderContext, Sequence[ImportItem]], ImportResult]
 
 
 @dataclass(frozen=True)
-class LocalOutput:
-    """A local path to import, the order file it came from and its key-values."""
-
-    path: Path
-    source: Path
-    #: ``processing_output_<key>`` -> value, as the converter reported them.
-    keyvalues: Mapping[str, str]
-
-
-@dataclass(frozen=True)
 class Preprocessed:
     tmp_dir: Path
-    outputs: tuple[LocalOutput, ...]
-    #: Each local file -> the original folder whose ``.processed`` holds its durable copy.
-    origins: Mapping[Path, Path]
-    #: Why the outputs cannot be imported (files of the same name from different folders).
-    clashes: tuple[str, ...] = ()
+    #: The local copies to import, as the containers reported them, each standing for
+    #: its order file (``origin``) with its ``processing_output_<key>`` values.
+    outputs: tuple[ImportItem, ...]
+    #: Each local file -> the order file whose conversion wrote it.
+    sources: Mapping[Path, Path]
 
     @property
-    def to_import(self) -> tuple[LocalOutput, ...]:
+    def to_import(self) -> tuple[ImportItem, ...]:
         """One output per local path (the first reported); the whole local folder
         alone when a container reported none (its origin is the first such file)."""
-        unique: dict[Path, LocalOutput] = {}
+        unique: dict[Path, ImportItem] = {}
         for output in self.outputs:
             unique.setdefault(output.path, output)
         if self.tmp_dir in unique:
@@ -71,11 +61,11 @@ class Preprocessed:
         return tuple(unique.values())
 
     def durable_for(self, local: Path) -> Path | None:
-        """The durable copy of a local file: same name under ``<origin>/.processed``."""
-        origin = self.origins.get(local)
-        if origin is None:
+        """The durable copy of a local file: same name under ``<source dir>/.processed``."""
+        source = self.sources.get(local)
+        if source is None:
             return None
-        return origin / PROCESSED / local.relative_to(self.tmp_dir)
+        return source.parent / PROCESSED / local.relative_to(self.tmp_dir)
 
 
 def _snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
@@ -111,37 +101,37 @@ def _check(run: ContainerRun, output: ContainerOutput, timeout: float, uuid: str
         raise OrderFailed(f"{what} exited with code {output.exit_code}: {_tail(output)}")
 
 
-def _outputs(ctx: OrderContext, run: ContainerRun, output: ContainerOutput) -> list[LocalOutput]:
+def _outputs(ctx: OrderContext, run: ContainerRun, output: ContainerOutput) -> list[ImportItem]:
     reported = parse_report(output.stdout, run)
     if reported is None:
         ctx.log.info("%s: no JSON file list on the last output line; importing the whole "
                      "local folder %s", run.source.name, run.local_dir)
-        return [LocalOutput(run.local_dir, run.source, {})]
+        return [ImportItem(run.local_dir, run.source)]
     missing = [str(r.local_path) for r in reported if not r.local_path.exists()]
     if missing:
         raise OrderFailed(f"the container for {run.source.name} reported files it did not "
                           f"write: {', '.join(missing)}")
     return [
-        LocalOutput(r.local_path, run.source, {KEY_PREFIX + k: v for k, v in r.keyvalues})
+        ImportItem(r.local_path, run.source, {KEY_PREFIX + k: v for k, v in r.keyvalues})
         for r in reported
     ]
 
 
-def _clash(run: ContainerRun, changed: Sequence[Path], reported: Sequence[LocalOutput],
-           written_by: Mapping[Path, Path]) -> str | None:
-    """Why this run's outputs cannot be imported: it replaced, in the order's one local
-    folder, a file to import that an earlier run wrote for a file in another folder
-    (a/img.tif and b/img.tif both become img.converted.tif), so that conversion is lost
-    and the link would point at the wrong folder's ``.processed``. None when it did not."""
+def _check_clash(run: ContainerRun, changed: Sequence[Path], reported: Sequence[ImportItem],
+                 sources: Mapping[Path, Path]) -> None:
+    """OrderFailed when this run replaced, in the order's one local folder, a file to
+    import that an earlier run wrote for a file in another folder (a/img.tif and
+    b/img.tif both become img.converted.tif): that conversion would be lost and the
+    link would point at the wrong folder's ``.processed``."""
     clashes = [
         path for path in changed
-        if path in written_by and written_by[path].parent != run.source.parent
+        if path in sources and sources[path].parent != run.source.parent
         and any(path == o.path or o.path in path.parents for o in reported)
     ]
-    if not clashes:
-        return None
-    names = ", ".join(sorted(str(p.relative_to(run.local_dir)) for p in clashes))
-    return (f"the converted files of {written_by[clashes[0]]} and {run.source} have the same "
+    if clashes:
+        names = ", ".join(sorted(str(p.relative_to(run.local_dir)) for p in clashes))
+        raise OrderFailed(
+            f"the converted files of {sources[clashes[0]]} and {run.source} have the same "
             f"name: {names}; import files whose converted copies have the same name in "
             "separate orders")
 
@@ -173,10 +163,8 @@ def preprocess(ctx: OrderContext, engine: ContainerEngine | None = None) -> Prep
     engine = engine or connect(settings, ctx.log)
     ctx.log.info("preprocessing with %s into %s", engine.description, tmp_dir)
     _fresh_dir(ctx, tmp_dir)
-    outputs: list[LocalOutput] = []
-    origins: dict[Path, Path] = {}
-    written_by: dict[Path, Path] = {}
-    clashes: list[str] = []
+    outputs: list[ImportItem] = []
+    sources: dict[Path, Path] = {}
     try:
         for run in runs:
             ctx.check_cancelled()
@@ -189,16 +177,13 @@ def preprocess(ctx: OrderContext, engine: ContainerEngine | None = None) -> Prep
             reported = _outputs(ctx, run, output)
             changed = [path for path, stamp in _snapshot(tmp_dir).items()
                        if before.get(path) != stamp]
-            clash = _clash(run, changed, reported, written_by)
-            if clash:
-                clashes.append(clash)
+            _check_clash(run, changed, reported, sources)
             outputs += reported
-            origins.update((path, run.source.parent) for path in changed)
-            written_by.update((path, run.source) for path in changed)
+            sources.update((path, run.source) for path in changed)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    return Preprocessed(tmp_dir, tuple(outputs), origins, tuple(clashes))
+    return Preprocessed(tmp_dir, tuple(outputs), sources)
 
 
 def fileset_dir(managed_repository: Path, template_prefix: str) -> Path:
@@ -235,12 +220,8 @@ def import_preprocessed(
     fails the order, saying which were switched.
     """
     preprocessed = preprocess(ctx, engine)
-    if preprocessed.clashes:
-        shutil.rmtree(preprocessed.tmp_dir, ignore_errors=True)
-        raise OrderFailed(preprocessed.clashes[0])
-    items = [ImportItem(o.path, o.source, o.keyvalues) for o in preprocessed.to_import]
     try:
-        result = import_items(ctx, items)
+        result = import_items(ctx, preprocessed.to_import)
     except ImportFailed as exc:
         report = redirect_filesets(ctx, preprocessed, _prefixes(exc.imported))
         if report.complete:
