@@ -31,8 +31,8 @@ from omero_adi.importing.results import (
     ImportResult,
 )
 from omero_adi.pipeline import OrderContext, OrderFailed, OrderInterrupted
+from omero_adi.store.models import STAGE_PREPROCESSING
 
-STAGE_PREPROCESSING = "Import Preprocessing"
 KEY_PREFIX = "processing_output_"
 #: Lines of container output quoted in a failure description.
 TAIL_LINES = 15
