@@ -9,18 +9,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
+from omero_adi.importing.containers import PROCESSED
 from omero_adi.orders import Order
 
 NAMESPACE = "omeroadi.import"
 METADATA_CSV = "metadata.csv"
-PROCESSED_DIR = ".processed"
 
 
 def metadata_csv_paths(origin: Path) -> list[Path]:
     """The ``metadata.csv`` files that describe ``origin``: beside it (inside it,
     for a folder), then in that folder's ``.processed`` subfolder."""
     folder = origin if origin.is_dir() else origin.parent
-    candidates = [folder / METADATA_CSV, folder / PROCESSED_DIR / METADATA_CSV]
+    candidates = [folder / METADATA_CSV, folder / PROCESSED / METADATA_CSV]
     return [path for path in candidates if path.is_file()]
 
 
