@@ -9,7 +9,6 @@ import pytest
 from omero_adi.importing.importer_cli import (
     ImporterFiles,
     ImporterOutputError,
-    ReportedFileset,
     build_command,
     parse_yaml_report,
 )
@@ -48,10 +47,7 @@ def test_skip_all_replaces_the_single_skips() -> None:
 def test_yaml_report_one_document_per_fileset() -> None:
     report = ("---\n- Fileset: 4102\n  Image: [5001,5002]\n"
               "---\n- Fileset: 4103\n  Image: [5003]\n  Plate: [77]\n")
-    assert parse_yaml_report(report) == (
-        ReportedFileset(4102, (5001, 5002), ()),
-        ReportedFileset(4103, (5003,), (77,)),
-    )
+    assert parse_yaml_report(report) == (4102, 4103)
 
 
 def test_yaml_report_empty() -> None:
@@ -59,7 +55,7 @@ def test_yaml_report_empty() -> None:
 
 
 @pytest.mark.parametrize("text", ["---\n- Fileset: [unclosed\n", "---\n- Image: [1]\n",
-                                  "---\n- Fileset: 1\n  Image: [a]\n"])
+                                  "---\n- Fileset: one\n  Image: [1]\n"])
 def test_yaml_report_malformed(text: str) -> None:
     with pytest.raises(ImporterOutputError):
         parse_yaml_report(text)

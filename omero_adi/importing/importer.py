@@ -181,7 +181,7 @@ class DataPackageImporter:
         ctx.emit("importer_exit", "timeout" if run.finished.timed_out else str(run.finished.returncode))
         ctx.check_cancelled()
         ctx.log.info("importer finished: exit %s in %.1fs, %d fileset(s) reported",
-                     run.finished.returncode, run.finished.seconds, len(run.filesets))
+                     run.finished.returncode, run.finished.seconds, len(run.fileset_ids))
         imported, strays = self._match(session, items, run)
         problem = _problem(ctx, items, imported, strays, run)
         if problem:
@@ -201,12 +201,12 @@ class DataPackageImporter:
         files as the server records them; filesets matching no path are strays."""
         imported: list[ImportedFileset] = []
         strays: list[FilesetInfo] = []
-        for reported in run.filesets:
+        for fileset_id in run.fileset_ids:
             try:
-                fileset = session.fileset(reported.fileset_id)
+                fileset = session.fileset(fileset_id)
             except OmeroError as exc:
                 raise OrderFailed(
-                    f"the importer reported Fileset {reported.fileset_id}, but looking it up "
+                    f"the importer reported Fileset {fileset_id}, but looking it up "
                     f"failed: {exc}"
                 ) from exc
             owners = [item for item in items if any(item.holds(f) for f in fileset.used_files)]
@@ -282,7 +282,7 @@ def _problem(
         return f"the importer crashed (killed by signal {-finished.returncode})"
     if finished.returncode != 0:
         return f"the importer exited with status {finished.returncode}"
-    if not run.filesets:
+    if not run.fileset_ids:
         return "the importer created no fileset (nothing importable found)"
     if strays:
         return ("the importer reported fileset(s) from files the order does not name: "

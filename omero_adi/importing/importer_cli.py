@@ -6,7 +6,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import yaml
 
@@ -35,18 +35,11 @@ class ImporterFiles:
 
 
 @dataclass(frozen=True)
-class ReportedFileset:
-    """One YAML document entry: a fileset the importer created."""
-
-    fileset_id: int
-    image_ids: tuple[int, ...]
-    plate_ids: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class ImporterRun:
     finished: Finished
-    filesets: tuple[ReportedFileset, ...]
+    #: The ids of the filesets the importer reported; what they hold is looked up
+    #: on the server, which knows better than the report.
+    fileset_ids: tuple[int, ...]
     #: The last lines of the importer's error output (and of the CLI wrapper's own).
     errors_tail: str
 
@@ -81,40 +74,23 @@ def build_command(
     ]
 
 
-def parse_yaml_report(text: str) -> tuple[ReportedFileset, ...]:
-    """Filesets from ``--output yaml``: one document per fileset, each a list of
+def parse_yaml_report(text: str) -> tuple[int, ...]:
+    """Fileset ids from ``--output yaml``: one document per fileset, each a list of
     ``{Fileset: id, Image: [...], Plate: [...]}``."""
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
         raise ImporterOutputError(f"the importer's YAML report is not valid YAML: {exc}") from exc
-    found: list[ReportedFileset] = []
+    found: list[int] = []
     for document in documents:
         if document is None:
             continue
-        entries = document if isinstance(document, list) else [document]
-        for entry in entries:
-            found.append(_reported(entry))
+        for entry in document if isinstance(document, list) else [document]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("Fileset"), int):
+                raise ImporterOutputError(
+                    f"unexpected entry in the importer's YAML report: {entry!r}")
+            found.append(entry["Fileset"])
     return tuple(found)
-
-
-def _reported(entry: Any) -> ReportedFileset:
-    if not isinstance(entry, dict) or not isinstance(entry.get("Fileset"), int):
-        raise ImporterOutputError(f"unexpected entry in the importer's YAML report: {entry!r}")
-    return ReportedFileset(
-        fileset_id=entry["Fileset"],
-        image_ids=_ids(entry.get("Image")),
-        plate_ids=_ids(entry.get("Plate")),
-    )
-
-
-def _ids(value: Any) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    values = value if isinstance(value, list) else [value]
-    if not all(isinstance(v, int) for v in values):
-        raise ImporterOutputError(f"unexpected ids in the importer's YAML report: {value!r}")
-    return tuple(values)
 
 
 def run_importer(
@@ -139,7 +115,7 @@ def run_importer(
     errs = files.errs.read_text("utf-8", "replace") if files.errs.exists() else ""
     return ImporterRun(
         finished=finished,
-        filesets=parse_yaml_report(report),
+        fileset_ids=parse_yaml_report(report),
         errors_tail=_tail(errs + "\n" + wrapper_text),
     )
 
