@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import re
 from pathlib import Path
 from typing import Any, MutableMapping
 
-from omero_adi.settings import Settings
+from omero_adi.settings import Settings, mask_url
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(order)s] %(message)s"
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
 
 class _OrderAndSecrets(logging.Filter):
@@ -23,7 +21,7 @@ class _OrderAndSecrets(logging.Filter):
             record.order = "-"
         message = record.getMessage()
         if "://" in message:
-            record.msg, record.args = _URL_PASSWORD.sub(r"\1***@", message), None
+            record.msg, record.args = mask_url(message), None
         return True
 
 

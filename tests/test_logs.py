@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
 
 from omero_adi import logs
 from omero_adi.settings import build_settings
@@ -46,8 +45,6 @@ def test_log_file_rotates_and_order_lines_carry_the_uuid(tmp_path: Path) -> None
     assert "omero_adi.daemon [-]" in last  # lines outside an order say so
 
 
-@pytest.mark.xfail(strict=True, reason="omero_adi/logs.py masks with its own regex, which stops "
-                   "at the first '@' of a password; settings.mask_url does not")
 def test_log_lines_mask_passwords_that_hold_an_at_sign(tmp_path: Path) -> None:
     path = tmp_path / "app.logs"
     with configured(path):
