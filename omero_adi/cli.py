@@ -11,7 +11,8 @@ import json
 import logging
 import sys
 import time
-from typing import Callable, Sequence
+from datetime import datetime
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -92,7 +93,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     uuid = admin.submit(engine, info)
     print(uuid)
     if args.wait:
-        return _follow(engine, uuid, args.timeout)
+        return follow(engine, uuid, args.timeout)
     return 0
 
 
@@ -103,22 +104,39 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _follow(engine: Engine, uuid: str, timeout: float) -> int:
-    """Print each new stage of an order until it finishes (exit 0 on success)."""
-    seen: set[int] = set()
+def _moment(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))  # SQLite returns text
+    except ValueError:
+        return None
+
+
+def follow(engine: Engine, uuid: str, timeout: float) -> int:
+    """Print each stage as it is recorded: time since the order, time since the
+    previous stage. 0 when the order completes, 1 on failure or timeout."""
     deadline = time.monotonic() + timeout
-    started = time.monotonic()
+    seen = 0
+    first: datetime | None = None
+    previous: datetime | None = None
     while time.monotonic() < deadline:
-        for event in admin.history(engine, uuid):
-            if event.id in seen:
-                continue
-            seen.add(event.id)
+        events = admin.history(engine, uuid)
+        for event in events[seen:]:
+            moment = _moment(event.timestamp)
+            first = first or moment
+            total = f"{(moment - first).total_seconds():8.2f}s" if moment and first else "       ?"
+            step = (f"(+{(moment - previous).total_seconds():.2f}s)"
+                    if moment and previous else "")
             note = f"  {event.description}" if event.description else ""
-            print(f"{time.monotonic() - started:7.1f}s  {event.stage}{note}", flush=True)
-            if event.stage in FINAL_STAGES and event.id == max(seen):
-                return 0 if event.stage == STAGE_IMPORTED else 1
+            print(f"{total} {step:>12}  {event.stage}{note}", flush=True)
+            previous = moment
+        seen = len(events)
+        if events and events[-1].stage in FINAL_STAGES:
+            return 0 if events[-1].stage == STAGE_IMPORTED else 1
         time.sleep(0.2)
-    print(f"still not finished after {timeout:.0f}s", file=sys.stderr)
+    print(f"order {uuid} did not finish within {timeout:.0f}s; is the daemon running? "
+          f"(follow it with `omero-adi status --uuid {uuid}`)", file=sys.stderr)
     return 1
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 import uuid as uuidlib
 from datetime import datetime
 from pathlib import Path
@@ -25,10 +24,10 @@ from typing import Any, Sequence
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from omero_adi.cli import follow
 from omero_adi.settings import Settings, SettingsError, load_settings, mask_url
 from omero_adi.store import admin, migrate
 from omero_adi.store.db import make_engine
-from omero_adi.store.models import FINAL_STAGES, STAGE_IMPORTED
 
 #: Folder under base_dir that holds one sub-folder per check.
 CHECK_DIR = "omero-adi-system-check"
@@ -106,42 +105,6 @@ def order_info(settings: Settings, path: Path) -> dict[str, Any]:
             ),
         })
     return info
-
-
-def _moment(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    try:
-        return datetime.fromisoformat(str(value))  # SQLite returns text
-    except ValueError:
-        return None
-
-
-def follow(engine: Engine, uuid: str, timeout: float) -> int:
-    """Print each stage as it is recorded: time since the order, time since the
-    previous stage. 0 when the order completes, 1 on failure or timeout."""
-    deadline = time.monotonic() + timeout
-    seen = 0
-    first: datetime | None = None
-    previous: datetime | None = None
-    while time.monotonic() < deadline:
-        events = admin.history(engine, uuid)
-        for event in events[seen:]:
-            moment = _moment(event.timestamp)
-            first = first or moment
-            total = f"{(moment - first).total_seconds():8.2f}s" if moment and first else "       ?"
-            step = (f"(+{(moment - previous).total_seconds():.2f}s)"
-                    if moment and previous else "")
-            note = f"  {event.description}" if event.description else ""
-            print(f"{total} {step:>12}  {event.stage}{note}", flush=True)
-            previous = moment
-        seen = len(events)
-        if events and events[-1].stage in FINAL_STAGES:
-            return 0 if events[-1].stage == STAGE_IMPORTED else 1
-        time.sleep(0.2)
-    print(f"order {uuid} did not finish within {timeout:.0f}s; is the daemon running? "
-          f"(follow it with `omero-adi status --uuid {uuid}`)", file=sys.stderr)
-    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from omero_adi import cli
 from omero_adi.settings import build_settings
-from omero_adi.store.models import STAGE_IMPORTED, STAGE_INGEST_FAILED, STAGE_NEW_ORDER
+from omero_adi.store.models import STAGE_IMPORTED, STAGE_INGEST_FAILED, STAGE_NEW_ORDER, STAGES
 from omero_adi.store.session import open_store
 from tests.helpers import current_stage, insert_order, running_daemon, stages
 from tests.test_daemon import make_settings, ok_handler
@@ -79,8 +79,10 @@ def test_submit_wait_follows_the_order_to_completion(env, capsys, tmp_path) -> N
                          str(tmp_path / "data" / "image.tif")])
     out = capsys.readouterr().out
     assert code == 0
-    assert [line.split(maxsplit=1)[1] for line in out.splitlines()[1:]][:3] == [
-        STAGE_NEW_ORDER, "Import Started", f"{STAGE_IMPORTED}  imported 1 file(s)"]
+    lines = out.splitlines()[1:]  # after the uuid: one line per stage, in order
+    assert [next(s for s in STAGES if s in line) for line in lines] == [
+        STAGE_NEW_ORDER, "Import Started", STAGE_IMPORTED]
+    assert lines[-1].endswith(f"{STAGE_IMPORTED}  imported 1 file(s)")
 
 
 def test_check_reports_each_failure_on_its_own_line(env, capsys, tmp_path) -> None:
