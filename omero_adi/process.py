@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Sequence
 
 #: How often a waiting runner looks at the cancellation flag.
@@ -21,41 +21,44 @@ class Finished:
     timed_out: bool
     cancelled: bool
     seconds: float
+    #: What the program wrote, as text (undecodable bytes replaced).
+    stdout: str = ""
+    stderr: str = ""
 
 
-def run_process(
-    args: Sequence[str],
-    *,
-    timeout: float,
-    cancelled: threading.Event,
-    stdout: IO[bytes] | int | None = None,
-    stderr: IO[bytes] | int | None = None,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> Finished:
+def run_process(args: Sequence[str], *, timeout: float, cancelled: threading.Event) -> Finished:
     """Run ``args`` (a list, never a shell string) in its own process group.
 
     The whole group is killed when ``timeout`` passes or ``cancelled`` is set,
-    so a Java importer's children go too.
+    so a Java importer's children go too. Its output is collected in temporary
+    files (a chatty program never blocks on a full pipe) and returned.
     """
     started = time.monotonic()
-    process = subprocess.Popen(
-        list(args), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-        cwd=cwd, env=env, start_new_session=True,
-    )
-    timed_out = was_cancelled = False
-    while True:
-        try:
-            process.wait(timeout=CHECK_INTERVAL)
-            break
-        except subprocess.TimeoutExpired:
-            timed_out = time.monotonic() - started > timeout
-            was_cancelled = cancelled.is_set()
-            if timed_out or was_cancelled:
-                _kill_group(process)
-                process.wait()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            list(args), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        timed_out = was_cancelled = False
+        while True:
+            try:
+                process.wait(timeout=CHECK_INTERVAL)
                 break
-    return Finished(process.returncode, timed_out, was_cancelled, time.monotonic() - started)
+            except subprocess.TimeoutExpired:
+                timed_out = time.monotonic() - started > timeout
+                was_cancelled = cancelled.is_set()
+                if timed_out or was_cancelled:
+                    _kill_group(process)
+                    process.wait()
+                    break
+        seconds = time.monotonic() - started
+        return Finished(process.returncode, timed_out, was_cancelled, seconds,
+                        _text(out), _text(err))
+
+
+def _text(output: IO[bytes]) -> str:
+    output.seek(0)
+    return output.read().decode("utf-8", "replace")
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -175,14 +174,8 @@ class PodmanCli:
     def run(
         self, run: ContainerRun, *, timeout: float, cancelled: threading.Event
     ) -> ContainerOutput:
-        argv = self.arguments(run)
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            finished = run_process(
-                argv, timeout=timeout, cancelled=cancelled, stdout=out, stderr=err
-            )
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = _decode(out.read()), _decode(err.read())
+        finished = run_process(self.arguments(run), timeout=timeout, cancelled=cancelled)
+        stdout, stderr = finished.stdout, finished.stderr
         if finished.timed_out or finished.cancelled:
             # Killing the client leaves the container behind: remove it too.
             subprocess.run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,19 +103,13 @@ def run_importer(
     files.out.parent.mkdir(parents=True, exist_ok=True)
     for path in (files.out, files.errs):
         path.unlink(missing_ok=True)  # a retried order must not read the last run's report
-    with tempfile.TemporaryFile() as wrapper_output:
-        finished = run_process(
-            command, timeout=timeout, cancelled=cancelled,
-            stdout=wrapper_output, stderr=wrapper_output,
-        )
-        wrapper_output.seek(0)
-        wrapper_text = wrapper_output.read().decode("utf-8", "replace")
+    finished = run_process(command, timeout=timeout, cancelled=cancelled)
     report = files.out.read_text("utf-8", "replace") if files.out.exists() else ""
     errs = files.errs.read_text("utf-8", "replace") if files.errs.exists() else ""
     return ImporterRun(
         finished=finished,
         fileset_ids=parse_yaml_report(report),
-        errors_tail=_tail(errs + "\n" + wrapper_text),
+        errors_tail=_tail("\n".join((errs, finished.stdout, finished.stderr))),
     )
 
 
