@@ -165,18 +165,19 @@ def preprocess(ctx: OrderContext, engine: ContainerEngine | None = None) -> Prep
     _fresh_dir(ctx, tmp_dir)
     outputs: list[ImportItem] = []
     sources: dict[Path, Path] = {}
+    before: dict[Path, tuple[int, int]] = {}  # the local folder is new and empty
     try:
         for run in runs:
             ctx.check_cancelled()
             _processed_dir(run.source)
-            before = _snapshot(tmp_dir)
             output = engine.run(run, timeout=settings.preprocessing_timeout,
                                 cancelled=ctx.cancelled)
             _log_output(ctx, run, output)
             _check(run, output, settings.preprocessing_timeout, order.uuid)
             reported = _outputs(ctx, run, output)
-            changed = [path for path, stamp in _snapshot(tmp_dir).items()
-                       if before.get(path) != stamp]
+            after = _snapshot(tmp_dir)
+            changed = [path for path, stamp in after.items() if before.get(path) != stamp]
+            before = after
             _check_clash(run, changed, reported, sources)
             outputs += reported
             sources.update((path, run.source) for path in changed)
