@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 #: How often a waiting runner looks at the cancellation flag.
 CHECK_INTERVAL = 0.2
@@ -26,12 +26,16 @@ class Finished:
     stderr: str = ""
 
 
-def run_process(args: Sequence[str], *, timeout: float, cancelled: threading.Event) -> Finished:
+def run_process(
+    args: Sequence[str], *, timeout: float, cancelled: threading.Event,
+    on_tick: Callable[[], None] | None = None,
+) -> Finished:
     """Run ``args`` (a list, never a shell string) in its own process group.
 
     The whole group is killed when ``timeout`` passes or ``cancelled`` is set,
     so a Java importer's children go too. Its output is collected in temporary
     files (a chatty program never blocks on a full pipe) and returned.
+    ``on_tick`` is called every :data:`CHECK_INTERVAL` while it runs.
     """
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -45,6 +49,8 @@ def run_process(args: Sequence[str], *, timeout: float, cancelled: threading.Eve
                 process.wait(timeout=CHECK_INTERVAL)
                 break
             except subprocess.TimeoutExpired:
+                if on_tick is not None:
+                    _tick(on_tick, process)
                 timed_out = time.monotonic() - started > timeout
                 was_cancelled = cancelled.is_set()
                 if timed_out or was_cancelled:
@@ -54,6 +60,16 @@ def run_process(args: Sequence[str], *, timeout: float, cancelled: threading.Eve
         seconds = time.monotonic() - started
         return Finished(process.returncode, timed_out, was_cancelled, seconds,
                         _text(out), _text(err))
+
+
+def _tick(on_tick: Callable[[], None], process: subprocess.Popen[bytes]) -> None:
+    """``on_tick``; should it fail, the program must not outlive the run."""
+    try:
+        on_tick()
+    except BaseException:
+        _kill_group(process)
+        process.wait()
+        raise
 
 
 def _text(output: IO[bytes]) -> str:

@@ -42,4 +42,4 @@ def test_metadata_csv_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
 def test_metadata_for_a_file_without_csv(tmp_path: Path) -> None:
     image = tmp_path / "a.tif"
     image.write_bytes(b"x")
-    assert metadata_for(image, LOG) == {}
+    assert metadata_for(image, LOG, ".processed") == {}

@@ -1,4 +1,5 @@
-"""DataPackageImporter against the OMERO stand-in (fake CLI + in-process server)."""
+"""DataPackageImporter through the OMERO double (real omero-py, ezomero and the real
+``omero import`` wrapper with the importer stand-in, run as an unprivileged user)."""
 
 from __future__ import annotations
 
@@ -10,54 +11,46 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
 from omero_adi.importing.importer import DataPackageImporter
 from omero_adi.importing.results import ImportFailed, ImportItem
+from omero_adi.omero.blitz import BlitzServer
 from omero_adi.orders import Order, PreprocessingSpec
 from omero_adi.pipeline import OrderContext, OrderFailed, OrderInterrupted
 from omero_adi.settings import Settings
-from tests.omero_standin import Standin
-from tests.omero_standin.fixtures import standin  # noqa: F401  (fixture)
+from tests.importer_standin import formats
+from tests.importer_standin.fixture import ImporterSite, importer_site  # noqa: F401
 
-TEMPLATE = re.compile(r"^alice_\d+/\d{4}-\d{2}/\d{2}/\d{2}-\d{2}-\d{2}\.\d{3}(__\d+)?$")
+TEMPLATE = re.compile(r"^researcher_\d+/\d{4}-\d{2}/\d{2}/\d{2}-\d{2}-\d{2}\.\d{3}$")
 BASE_KEYS = ["UUID", "Filepath", "Group", "Username", "DestinationID", "DestinationType",
              "Files", "FileNames"]
+#: The double's default world (DOUBLE-INTERFACE.md).
+DATASET, SCREEN, LAB2_DATASET = 151, 451, 152
 
 
 class World:
-    """A stand-in server with a group, users and destinations, and a data folder."""
+    """The double's default world, a data folder, and the daemon's importer."""
 
-    def __init__(self, standin: Standin, tmp_path: Path):
-        self.standin = standin
-        self.server = standin.server
-        self.data = tmp_path / "data"
-        self.data.mkdir()
-        for group in ("lab", "other"):
-            self.server.add_group(group)
-        self.server.add_user("alice", ["lab"])
-        self.server.add_user("bob", ["other"])
-        self.dataset = self.server.add_container("Dataset", "lab", "alice")
-        self.screen = self.server.add_container("Screen", "lab", "alice")
-        self.settings = Settings(
-            omero_cli=str(standin.cli), log_file_path=str(tmp_path / "logs" / "app.logs"),
-            base_dir=str(self.data), omero_connect_retries=3, import_timeout=60,
-            managed_repository=str(standin.managed_repository),
-        )
-        self.importer = DataPackageImporter(self.server, retry_delay=0.01)
+    def __init__(self, site: ImporterSite):
+        self.site = site
+        self.data = site.folder("data")
+        self.dataset, self.screen = DATASET, SCREEN
+        # one fileset at a time: which file fails first is then certain
+        self.settings = Settings(**site.omero_settings(), omero_connect_retries=3,
+                                 import_timeout=60, parallel_filesets_per_worker=1)
+        self.importer = DataPackageImporter(BlitzServer(self.settings), retry_delay=0.01)
         self.count = 0
         self.emitted: list[tuple[str, str]] = []
 
-    def file(self, name: str, content: bytes = b"pixels") -> Path:
-        path = self.data / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content + name.encode())
-        return path
+    def file(self, name: str, **behaviour: str) -> Path:
+        """An importable image (the stand-in's sample format)."""
+        return formats.image(self.data / name, **behaviour)
 
-    def order(self, *files: Path, kind: str = "Dataset", user: str = "alice",
-              group: str = "lab", destination: int | None = None) -> Order:
+    def order(self, *files: Path, kind: str = "Dataset", user: str = "researcher",
+              group: str = "Demo", destination: int | None = None) -> Order:
         self.count += 1
         if destination is None:
             destination = self.dataset if kind == "Dataset" else self.screen
@@ -82,7 +75,14 @@ class World:
         return str(failure.value)
 
     def annotations(self) -> list[dict[str, Any]]:
-        return self.standin.read()["annotations"]
+        return self.site.annotations()
+
+    def filesets(self) -> dict[int, dict[str, Any]]:
+        return self.site.filesets()
+
+    def user_sessions(self) -> list[dict[str, Any]]:
+        root = next(u["id"] for u in self.site.state()["users"].values() if u["name"] == "root")
+        return [s for s in self.site.state()["sessions"].values() if s["user"] != root]
 
     def checksums(self) -> dict[Path, str]:
         return {p: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -90,47 +90,60 @@ class World:
 
 
 @pytest.fixture
-def world(standin: Standin, tmp_path: Path) -> World:  # noqa: F811
-    return World(standin, tmp_path)
+def world(importer_site: ImporterSite,  # noqa: F811
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    # a deployment's daemon and its `omero` command share one environment (and user);
+    # here omero-py in this root process and the account's wrapper share its tmp/
+    monkeypatch.setenv("OMERO_USERDIR", str(importer_site.userdir))
+    shared_tmp = importer_site.userdir / "tmp"
+    shared_tmp.mkdir(exist_ok=True)
+    shared_tmp.chmod(0o1777)
+    world = World(importer_site)
+    yield world
+    world.importer.close()
 
 
 def _values(annotation: dict[str, Any]) -> dict[str, str]:
     return dict(annotation["values"])
 
 
+def _target(annotation: dict[str, Any]) -> tuple[str, int]:
+    (link,) = annotation["links"]
+    return link[0], link[1]
+
+
 def test_single_file_into_a_dataset(world: World) -> None:
     image = world.file("cells.tif")
     before = world.checksums()
     description = world.run(world.order(image))
-    state = world.standin.read()
-    (fileset_id, fileset), = state["filesets"].items()
+    (fileset_id, fileset), = world.filesets().items()
     assert TEMPLATE.match(fileset["template_prefix"]), fileset["template_prefix"]
-    link = world.standin.managed_repository / fileset["template_prefix"] / "cells.tif"
+    link = world.site.managed_repository / fileset["template_prefix"] / "cells.tif"
     assert link.is_symlink() and link.resolve() == image.resolve()
-    (image_id,) = fileset["images"]
-    assert state["images"][str(image_id)]["dataset"] == world.dataset
+    (image_id,) = world.site.images_of(fileset_id)
+    assert image_id in world.site.state()["datasets"][str(world.dataset)]["children"]
     assert description == (f"Imported 1 fileset(s) into Dataset {world.dataset}: "
                            f"{image} → Fileset {fileset_id} (Image {image_id})")
     (annotation,) = world.annotations()
-    assert (annotation["kind"], annotation["object_id"]) == ("Image", image_id)
-    assert annotation["namespace"] == "omeroadi.import"
+    assert _target(annotation) == ("Image", image_id)
+    assert annotation["ns"] == "omeroadi.import"
     values = _values(annotation)
     assert list(values) == BASE_KEYS + ["Import_Timestamp"]
-    assert values["Filepath"] == str(image) and values["Username"] == "alice"
+    assert values["Filepath"] == str(image) and values["Username"] == "researcher"
     assert values["Files"] == f'["{image}"]' and values["FileNames"] == '["cells.tif"]'
-    assert all(s["closed"] for s in state["sessions"].values())
+    assert all(s["closed"] for s in world.user_sessions())
     assert world.checksums() == before
     assert world.emitted == [("importer_exit", "0")]
 
 
 def test_plate_into_a_screen(world: World) -> None:
-    plate = world.file("plate_series4.xdce")
+    plate = formats.plate(world.data / "plate.xdce", fields=4)
     world.run(world.order(plate, kind="Screen"))
-    state = world.standin.read()
-    (plate_id, stored), = state["plates"].items()
-    assert stored["screen"] == world.screen and len(stored["images"]) == 4
+    (plate_id, stored), = world.site.state()["plates"].items()
+    assert int(plate_id) in world.site.state()["screens"][str(world.screen)]["children"]
+    assert sum(len(well["samples"]) for well in stored["wells"]) == 4
     (annotation,) = world.annotations()
-    assert (annotation["kind"], annotation["object_id"]) == ("Plate", int(plate_id))
+    assert _target(annotation) == ("Plate", int(plate_id))
     assert _values(annotation)["DestinationType"] == "Screen"
 
 
@@ -138,38 +151,29 @@ def test_several_files_in_one_importer_run(world: World) -> None:
     files = [world.file(f"img{i}.tif") for i in range(3)]
     order = world.order(*files)
     world.run(order)
-    (call,) = world.standin.import_calls()
-    session_key = call[call.index("-k") + 1]
-    logs = Path(world.settings.log_file_path).parent
-    assert call == [
-        "import", "-k", session_key, "-s", "localhost", "-p", "4064",
-        "--transfer=ln_s", "--no-upgrade",
-        "--file", str(logs / f"cli.{order.uuid}.logs"),
-        "--errs", str(logs / f"cli.{order.uuid}.errs"),
-        "--output", "yaml", "--parallel-upload", "2", "--parallel-fileset", "2",
-        "--depth", "10", "-d", str(world.dataset), *map(str, files),
-    ]
+    assert len(world.filesets()) == 3
     filepaths = sorted(_values(a)["Filepath"] for a in world.annotations())
     assert filepaths == sorted(map(str, files))
-    assert world.standin.read()["admin_logins"] == 1
+    errs = (Path(world.settings.log_file_path).parent / f"cli.{order.uuid}.errs").read_text()
+    assert errs.count("IMPORT_DONE Imported file:") == 3  # one importer run for all three
 
 
 def test_admin_session_is_reused_across_orders(world: World) -> None:
     world.run(world.order(world.file("a.tif")))
     world.run(world.order(world.file("b.tif")))
-    state = world.standin.read()
-    assert state["admin_logins"] == 1 and len(state["sessions"]) == 2
+    sessions = world.site.state()["sessions"].values()
+    assert len(sessions) - len(world.user_sessions()) == 1  # one admin login
+    assert len(world.user_sessions()) == 2
 
 
 def test_a_directory_is_scanned(world: World) -> None:
     folder = world.data / "run1"
     inner = [world.file("run1/a.tif"), world.file("run1/deeper/b.tif")]
-    world.file("run1/notes.txt")
+    (folder / "notes.txt").write_text("notes\n")
     (folder / "metadata.csv").write_text("key,value\nmicroscope,Zeiss\n")
     before = world.checksums()
     world.run(world.order(folder))
-    state = world.standin.read()
-    used = sorted(f["used_files"][0] for f in state["filesets"].values())
+    used = sorted(f["entries"][0]["original"] for f in world.filesets().values())
     assert used == sorted(map(str, inner))
     values = [_values(a) for a in world.annotations()]
     assert [v["Filepath"] for v in values] == [str(folder)] * 2
@@ -192,22 +196,46 @@ def test_metadata_csv_beside_the_file_and_in_processed(
     assert "line 3 is not a 'key,value' row" in caplog.text
 
 
+def test_successor_namespace_and_processed_folder(world: World) -> None:
+    """A site coming from BIOMERO.importer: annotation_namespace biomero.import, and
+    PROCESSED_DATA_FOLDER=processed for the metadata.csv beside the converted copies."""
+    image = world.file("cells.tif")
+    (world.data / ".processed").mkdir()
+    (world.data / ".processed" / "metadata.csv").write_text("objective,63x\n")
+    (world.data / "processed").mkdir()
+    (world.data / "processed" / "metadata.csv").write_text("objective,100x\n")
+    world.run(world.order(image), annotation_namespace="biomero.import",
+              processed_data_folder="processed")
+    (annotation,) = world.annotations()
+    assert annotation["ns"] == "biomero.import"
+    assert _values(annotation)["csv_objective"] == "100x"
+
+
 def test_one_bad_file_among_good_ones(world: World) -> None:
-    good, bad, later = world.file("a.tif"), world.file("b_BROKEN.tif"), world.file("c.tif")
+    good, bad, later = world.file("a.tif"), world.file("b.tif", on_import="fail"), world.file("c.tif")
     before = world.checksums()
     description = world.fail(world.order(good, bad, later))
-    (fileset_id, fileset), = world.standin.read()["filesets"].items()
-    assert description.startswith("Import failed: the importer exited with status 2.")
+    by_file = {f["entries"][0]["original"]: i for i, f in world.filesets().items()}
+    # the failed import's fileset stays; the importer stopped there (INTERNAL_EXCEPTION),
+    # so a second run imported only the file it had not reached (#11.6)
+    assert sorted(by_file) == sorted(map(str, (good, bad, later)))
+    assert world.site.images_of(by_file[str(bad)]) == []
+    fileset_id, later_id = by_file[str(good)], by_file[str(later)]
+    assert description.startswith(
+        "Import failed: these filesets hold no Image (the server's import of them failed")
     assert (f"Imported (not annotated): {good} → Fileset {fileset_id} "
-            f"(Image {fileset['images'][0]})") in description
-    assert f"Not imported: {bad}, {later}." in description
-    assert "FormatException: b_BROKEN.tif" in description
+            f"(Image {world.site.images_of(fileset_id)[0]}); {later} → Fileset {later_id}"
+            ) in description
+    assert f"run 2 imported only the 1 path(s) still missing: {later}." in description
+    assert f"Not imported: {bad}.\nFilesets without any Image: Fileset {by_file[str(bad)]}" in (
+        description)
+    assert "Failure response on import!" in description
     assert world.annotations() == []
     assert world.checksums() == before
 
 
 def test_a_failed_run_reports_what_it_imported(world: World) -> None:
-    good, bad = world.file("a.tif"), world.file("b_BROKEN.tif")
+    good, bad = world.file("a.tif"), world.file("b.tif", on_import="fail")
     ctx = world.context(world.order(good, bad))
     with pytest.raises(ImportFailed) as failure:
         world.importer.import_items(ctx, [ImportItem.of(good), ImportItem.of(bad)])
@@ -216,39 +244,37 @@ def test_a_failed_run_reports_what_it_imported(world: World) -> None:
 
 
 @pytest.mark.parametrize("user, group, expected", [
-    ("mallory", "lab", "user 'mallory' does not exist in OMERO"),
-    ("bob", "lab", "user 'bob' is not a member of group 'lab'"),
-    ("alice", "nolab", "group 'nolab' does not exist in OMERO"),
+    ("mallory", "Demo", "user 'mallory' does not exist in OMERO"),
+    ("alice", "Demo", "user 'alice' is not a member of group 'Demo'"),
+    ("researcher", "nolab", "group 'nolab' does not exist in OMERO"),
 ])
 def test_wrong_user_or_group_fails_before_importing(
         world: World, user: str, group: str, expected: str) -> None:
     description = world.fail(world.order(world.file("a.tif"), user=user, group=group))
     assert description == f"{expected}; nothing was imported"
-    assert world.standin.import_calls() == []
+    assert world.filesets() == {}
 
 
 def test_destination_problems_fail_before_importing(world: World) -> None:
     image = world.file("a.tif")
-    elsewhere = world.server.add_container("Dataset", "other", "bob")
-    locked = world.server.add_container("Dataset", "lab", "carol", writable=False)
     assert world.fail(world.order(image, destination=999)) == (
-        "Dataset 999 does not exist (or user 'alice' cannot see it); nothing was imported")
-    assert world.fail(world.order(image, destination=elsewhere)) == (
-        f"Dataset {elsewhere} is in group 'other', not in the order's group 'lab'; "
+        "Dataset 999 does not exist (or user 'researcher' cannot see it); nothing was imported")
+    assert world.fail(world.order(image, destination=LAB2_DATASET)).startswith(
+        f"Dataset {LAB2_DATASET} does not exist")  # another group's: invisible to researcher
+    assert world.fail(world.order(image, kind="Screen", destination=999)).startswith(
+        "Screen 999 does not exist")
+    assert world.fail(world.order(image, user="other")) == (
+        f"user 'other' may not add data to Dataset {DATASET} (owned by 'researcher'); "
         "nothing was imported")
-    assert world.fail(world.order(image, kind="Screen", destination=locked + 1000)).startswith(
-        f"Screen {locked + 1000} does not exist")
-    assert world.fail(world.order(image, destination=locked)) == (
-        f"user 'alice' may not add data to Dataset {locked} (owned by 'carol'); "
-        "nothing was imported")
-    assert world.standin.import_calls() == []
+    assert world.filesets() == {}
 
 
 def test_importer_crash(world: World) -> None:
-    files = [world.file("a.tif"), world.file("b_CRASH.tif")]
+    files = [world.file("a.tif"), world.file("b.tif", on_import="crash")]
     before = world.checksums()
     description = world.fail(world.order(*files))
-    assert description.startswith("Import failed: the importer crashed (killed by signal 9).")
+    # the JVM aborts (-6); omero-py's wrapper exits with that status, 250 to the daemon
+    assert description.startswith("Import failed: the importer exited with status 250.")
     assert f"Not imported: {files[1]}." in description
     assert "fatal error has been detected" in description
     assert world.checksums() == before
@@ -256,49 +282,46 @@ def test_importer_crash(world: World) -> None:
 
 def test_importer_timeout_kills_it(world: World) -> None:
     started = time.monotonic()
-    description = world.fail(world.order(world.file("x_HANG.tif")), import_timeout=1)
-    assert time.monotonic() - started < 15
+    description = world.fail(world.order(world.file("x.tif", on_import="hang")),
+                             import_timeout=3)
+    assert time.monotonic() - started < 20
     assert description.startswith(
-        "Import failed: the importer ran longer than import_timeout (1 s) and was killed.")
+        "Import failed: the importer ran longer than import_timeout (3 s) and was killed.")
     assert world.emitted == [("importer_exit", "timeout")]
 
 
 def test_cancellation_stops_the_importer(world: World) -> None:
-    ctx = world.context(world.order(world.file("x_HANG.tif")))
+    ctx = world.context(world.order(world.file("x.tif", on_import="hang")))
     threading.Timer(0.5, ctx.cancelled.set).start()
     with pytest.raises(OrderInterrupted):
         world.importer(ctx)
 
 
 def test_nothing_importable_is_a_failure(world: World) -> None:
-    description = world.fail(world.order(world.file("readme.txt")))
+    (world.data / "readme.txt").write_text("not an image\n")
+    description = world.fail(world.order(world.data / "readme.txt"))
     assert description.startswith(
-        "Import failed: the importer created no fileset (nothing importable found).")
-    assert "No imports found" in description
+        f"Import failed: nothing importable was found in {world.data / 'readme.txt'}: no file "
+        "there is one the importer can read")
 
 
 def test_omero_unreachable_after_bounded_retries(world: World) -> None:
-    world.server.set_unreachable(100)
+    world.site.double.refuse(120)
     description = world.fail(world.order(world.file("a.tif")))
-    assert description == ("OMERO unreachable at standin:4064 (ConnectionRefusedException) "
+    assert description == (f"OMERO unreachable at {world.settings.omero_host}:"
+                           f"{world.settings.omero_port} (ConnectionRefusedException) "
                            "(gave up after 3 attempts); nothing was imported")
-    assert world.standin.read()["login_attempts"] == 3
-    assert world.standin.import_calls() == []
 
 
 def test_omero_back_within_the_retries(world: World) -> None:
-    world.server.set_unreachable(2)
+    world.site.double.fault("createSession", "Glacier2.CannotCreateSessionException", times=2)
     world.run(world.order(world.file("a.tif")))
-    assert world.standin.read()["login_attempts"] == 3
     assert len(world.annotations()) == 1
 
 
-def test_preprocessing_seam_imports_copies_annotated_as_originals(
-        world: World, tmp_path: Path) -> None:
+def test_preprocessing_seam_imports_copies_annotated_as_originals(world: World) -> None:
     original = world.file("raw.lif")
-    copy = tmp_path / "inplace" / "raw.ome.tiff"
-    copy.parent.mkdir()
-    copy.write_bytes(b"converted")
+    copy = formats.image(world.site.folder("inplace") / "raw.ome.tiff")
     spec = PreprocessingSpec(id=7, container="cellularimagingcf/convertleica-docker:v1.2.0",
                              input_file="{Files}", output_folder="/data",
                              alt_output_folder="/out", extra_params={"image_uuid": "u-1"})
@@ -318,6 +341,6 @@ def test_preprocessing_seam_imports_copies_annotated_as_originals(
 def test_session_key_is_not_logged(world: World, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         world.run(world.order(world.file("a.tif")))
-    (session_key,) = world.standin.read()["sessions"]
-    assert session_key not in caplog.text and "-k ***" in caplog.text
+    (session,) = world.user_sessions()
+    assert session["uuid"] not in caplog.text and "-k ***" in caplog.text
     assert os.path.exists(Path(world.settings.log_file_path).parent / "cli.order-1.errs")

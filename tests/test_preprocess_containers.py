@@ -171,3 +171,11 @@ def test_socket_candidates(tmp_path: Path) -> None:
         "unix:///a.sock", "unix:///b.sock", "unix:///run/podman/podman.sock",
         "unix:///run/user/1000/podman/podman.sock",
     ]
+
+
+def test_processed_data_folder_names_the_durable_copies_folder(tmp_path: Path,
+                                                               image_file: Path) -> None:
+    run = _run(tmp_path, image_file, settings={"processed_data_folder": "converted"})
+    assert run.args[-4:] == ("--outputfolder", "/data/converted", "--altoutputfolder", "/out")
+    assert (image_file.parent / "converted", "/data/converted", False) in [
+        (m.source, m.target, m.read_only) for m in run.mounts]

@@ -1,9 +1,10 @@
 """Orders with preprocessing end to end (contracts §5, issue 5).
 
 PostgreSQL order store → daemon → DataPackageImporter → real Podman (the
-API service) running the shell test converters → OMERO stand-in (fake
-``omero import`` creating ManagedRepository fileset folders with links) →
-link redirection into ``<original dir>/.processed/``.
+API service) running the shell test converters → the OMERO double (the real
+``omero import`` wrapper with the importer stand-in, run as an unprivileged
+user; ManagedRepository fileset folders with links) → link redirection into
+``<original dir>/.processed/``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from omero_adi.importing.importer import DataPackageImporter
+from omero_adi.omero.blitz import BlitzServer
 from omero_adi.settings import Settings, build_settings
 from omero_adi.store.models import (
     STAGE_IMPORTED,
@@ -28,8 +30,8 @@ from omero_adi.store.models import (
 )
 from omero_adi.store.session import open_store
 from tests.helpers import current_stage, insert_order, running_daemon, stages, wait_for
-from tests.omero_standin import Standin
-from tests.omero_standin.fixtures import standin  # noqa: F401  (fixture)
+from tests.importer_standin import formats
+from tests.importer_standin.fixture import ImporterSite, importer_site  # noqa: F401
 from tests.podman_fixtures import (  # noqa: F401  (fixtures)
     ALLOW_PATTERN,
     digests,
@@ -47,25 +49,19 @@ PREPROCESSING_ROW = sa.text(
 
 
 class Site:
-    """A database, a data folder, a stand-in OMERO with lab/alice, Podman, and settings."""
+    """A database, a data folder, the OMERO double's default world (researcher in
+    Demo, Dataset 151, Screen 451), Podman, and settings."""
 
-    def __init__(self, url: str, standin: Standin, tmp_path: Path, podman_url: str,
+    def __init__(self, url: str, omero: ImporterSite, podman_url: str,
                  images: dict[str, str], **overrides: Any):
-        self.standin = standin
+        self.omero = omero
         self.images = images
-        self.data = tmp_path / "data"
-        self.data.mkdir()
-        self.inplace = tmp_path / "inplace"
-        server = standin.server
-        server.add_group("lab")
-        server.add_user("alice", ["lab"])
-        self.dataset = server.add_container("Dataset", "lab", "alice")
-        self.screen = server.add_container("Screen", "lab", "alice")
+        self.data = omero.folder("data")
+        self.inplace = omero.folder("inplace")
+        self.dataset, self.screen = 151, 451
         values: dict[str, Any] = {
-            "ingest_tracking_db": url, "base_dir": str(self.data), "max_workers": 2,
-            "omero_cli": str(standin.cli), "import_timeout": 60,
-            "log_file_path": str(tmp_path / "logs" / "app.logs"),
-            "managed_repository": str(standin.managed_repository),
+            "ingest_tracking_db": url, "max_workers": 2, "import_timeout": 60,
+            **omero.omero_settings(),
             "inplace_tmp_root": str(self.inplace),
             "allowed_containers": [ALLOW_PATTERN],
             "podman_url": podman_url,
@@ -75,13 +71,16 @@ class Site:
         values.update(overrides)
         self.settings: Settings = build_settings(values, {})
         self.engine = open_store(self.settings)
-        self.handler = DataPackageImporter(server, retry_delay=0.01)
+        self.handler = DataPackageImporter(BlitzServer(self.settings), retry_delay=0.01)
 
     # --- orders ----------------------------------------------------------------
-    def file(self, name: str, content: bytes | None = None) -> Path:
+    def file(self, name: str, content: bytes | None = None, kind: str = "image") -> Path:
+        """An original: ``content``, then the importer stand-in's marker, which the
+        test converters carry into their output (formats.py)."""
         path = self.data / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if content is not None else b"pixels of " + name.encode())
+        first = content if content is not None else b"pixels of " + name.encode()
+        path.write_bytes(first + b"\n" + formats.Sample(kind).line().encode())
         return path
 
     def preprocessing(self, kind: str, **extra: str) -> int:
@@ -96,6 +95,8 @@ class Site:
                **fields: Any) -> None:
         fields.setdefault("dest", str(self.screen if fields.get("type") == "Screen"
                                       else self.dataset))
+        fields.setdefault("group", "Demo")
+        fields.setdefault("user", "researcher")
         insert_order(self.engine, uuid, [str(p) for p in paths], pre=pre, **fields)
 
     def wait(self, *uuids: str) -> None:
@@ -111,23 +112,23 @@ class Site:
         return [stage for stage, _ in stages(self.engine, uuid)]
 
     def annotations(self, uuid: str) -> list[dict[str, str]]:
-        found = [dict(a["values"]) for a in self.standin.read()["annotations"]]
+        found = [dict(a["values"]) for a in self.omero.annotations()]
         return [values for values in found if values["UUID"] == uuid]
 
     def tmp_dir(self, uuid: str) -> Path:
         return self.inplace / uuid
 
     def filesets(self, uuid: str) -> list[dict[str, Any]]:
-        """The stand-in's filesets imported from this order's local folder."""
+        """The double's filesets imported from this order's local folder."""
         local = str(self.tmp_dir(uuid)) + os.sep
-        return [f for f in self.standin.read()["filesets"].values()
-                if all(u.startswith(local) for u in f["used_files"])]
+        return [f for f in self.omero.filesets().values()
+                if all(e["original"].startswith(local) for e in f["entries"])]
 
     def links(self, uuid: str) -> dict[Path, Path]:
         """Every entry of the order's fileset folders (all must be links) -> its target."""
         found: dict[Path, Path] = {}
         for fileset in self.filesets(uuid):
-            folder = self.standin.managed_repository / fileset["template_prefix"]
+            folder = self.omero.managed_repository / fileset["template_prefix"]
             entries = list(folder.rglob("*"))
             assert entries, f"fileset folder {folder} is empty"
             for entry in entries:
@@ -137,7 +138,7 @@ class Site:
 
     def imports_of(self, uuid: str) -> list[list[str]]:
         local = str(self.tmp_dir(uuid))
-        return [call for call in self.standin.import_calls()
+        return [call for call in self.omero.java_calls()
                 if any(arg.startswith(local) for arg in call)]
 
 
@@ -154,19 +155,20 @@ def assert_no_containers_left(podman: str, uuid: str) -> None:
 
 
 @pytest.fixture
-def make_site(make_pg_database: Callable[[], str], standin: Standin,  # noqa: F811
-              tmp_path: Path, podman_service: str,  # noqa: F811
+def make_site(make_pg_database: Callable[[], str], importer_site: ImporterSite,  # noqa: F811
+              podman_service: str,  # noqa: F811
               podman_images: dict[str, str]) -> Iterator[Callable[..., Site]]:  # noqa: F811
     made: list[Site] = []
 
     def make(**overrides: Any) -> Site:
         assert not made, "one site per test"
-        made.append(Site(make_pg_database(), standin, tmp_path, podman_service,
+        made.append(Site(make_pg_database(), importer_site, podman_service,
                          podman_images, **overrides))
         return made[0]
 
     yield make
     for site in made:
+        site.handler.close()
         site.engine.dispose()
 
 
@@ -193,7 +195,7 @@ def test_dataset_and_screen_orders_are_converted_imported_and_redirected(
     two = site.file("b/two.tif", b"second image")
     (site.data / "a" / "notes.txt").write_text("untouched")
     (site.data / "a" / "metadata.csv").write_text("key,value\nstain,DAPI\n")
-    well = site.file("plates/w1.tif", b"plate pixels")
+    well = site.file("plates/w1.tif", b"plate pixels", kind="plate")
     before = digests(site.data)
     before_tree = tree(site.data)
 
@@ -248,16 +250,16 @@ def test_dataset_and_screen_orders_are_converted_imported_and_redirected(
     assert {a["processing_output_source"] for a in plates} == {"w1.tif"}
     assert {a["preprocessing_id"] for a in plates} == {str(folder)}
     assert {a["DestinationType"] for a in plates} == {"Screen"}
-    plate_ids = {p for f in site.filesets("pre-screen") for p in f["plates"]}
-    annotated = {a["object_id"] for a in site.standin.read()["annotations"]
-                 if a["kind"] == "Plate"}
-    assert plate_ids and plate_ids <= annotated
+    screen = site.omero.state()["screens"][str(site.screen)]["children"]
+    annotated = {link[1] for a in site.omero.annotations() for link in a["links"]
+                 if link[0] == "Plate"}
+    assert len(screen) == 2 and set(screen) == annotated
     links = site.links("pre-screen")
     assert sorted(links.values()) == [well.parent / ".processed" / "w1.plate" / name
                                       for name in ("A1.tif", "A2.tif")]
     for link, target in links.items():
         assert link.resolve(strict=True) == target
-        assert link.read_bytes() == f"well {link.stem} of ".encode() + b"plate pixels"
+        assert link.read_bytes() == f"well {link.stem} of ".encode() + well.read_bytes()
 
     # both: one importer run each, local folders gone, originals as they were
     assert len(site.imports_of("pre-dataset")) == 1
@@ -353,10 +355,11 @@ def test_every_failure_ends_in_import_failed_and_the_daemon_keeps_serving(
         assert not (site.data / uuid / ".processed").exists()
 
     # The misbehaving container could not change the originals or the host; it only
-    # wrote passwd.txt, which is nothing importable.
+    # wrote passwd.txt, which is nothing importable (how that is described: bug #11.5,
+    # test_import_importer.py::test_nothing_importable_is_a_failure).
     stage, description = site.outcome("escape")
     assert stage == STAGE_INGEST_FAILED
-    assert "the importer created no fileset" in description, description
+    assert "No imports found" in description, description
     assert not (site.data / "escape" / "planted.txt").exists()
     assert not Path("/escaped").exists() and not Path("/etc/escaped").exists()
     assert (site.data / "escape" / ".processed" / "passwd.txt").exists()

@@ -156,7 +156,7 @@ def _local_copy(tmp_path: Path, names: list[str]) -> tuple[Preprocessed, Path, l
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(name)
     sources = {tmp_dir / name: original / "raw.lif" for name in names}
-    result = Preprocessed(tmp_dir, (), sources)
+    result = Preprocessed(tmp_dir, (), sources, ".processed")
     managed = tmp_path / "ManagedRepository"
     prefixes = _import_in_place(managed, tuple(tmp_dir / n for n in names))
     return result, managed, prefixes

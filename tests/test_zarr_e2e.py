@@ -1,5 +1,6 @@
 """Registering OME-Zarr end to end: PostgreSQL order store → daemon →
-DataPackageImporter → OMERO stand-in, with real Zarr stores written here."""
+DataPackageImporter → the OMERO double (real omero-py), with real Zarr stores
+written here; ordinary files go through the real ``omero import`` wrapper."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from omero_adi.settings import Settings, build_settings
 from omero_adi.store.models import STAGE_IMPORTED, STAGE_INGEST_FAILED
 from tests.helpers import running_daemon
-from tests.omero_standin.fixtures import standin  # noqa: F401  (fixture)
+from tests.importer_standin.fixture import importer_site  # noqa: F401  (fixture)
 from tests.test_import_e2e import Site, site  # noqa: F401  (site is a fixture)
 from tests.test_zarr_meta import (  # noqa: F401  (fake_s3 is a fixture)
     FakeS3,
@@ -43,17 +44,56 @@ def outcome(site: Site, uuid: str) -> tuple[str, str]:
     return stage, description or ""
 
 
+def annotations(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The double's MapAnnotations as (kind, object_id, values)."""
+    found = []
+    for annotation in state["annotations"].values():
+        for kind, object_id in annotation["links"]:
+            found.append({"kind": kind, "object_id": object_id,
+                          "values": dict(annotation["values"])})
+    return found
+
+
 def registered_images(site: Site) -> dict[int, dict[str, Any]]:
-    """The stand-in's Images made by registration (imported ones have a fileset)."""
-    return {int(i): image for i, image in site.standin.read()["images"].items()
-            if image["fileset"] is None}
+    """The double's Images made by registration (imported ones have a fileset), as
+    name, sizes, pixel type, channel names, lsid, owner and group names, Dataset."""
+    state = site.omero.state()
+    users = {u["id"]: u["name"] for u in state["users"].values()}
+    groups = {g["id"]: g["name"] for g in state["groups"].values()}
+    in_dataset = {i: int(d) for d, ds in state["datasets"].items() for i in ds["children"]}
+    found = {}
+    for key, image in state["images"].items():
+        if image["fileset"] is not None:
+            continue
+        pixels = image["pixels"]
+        found[int(key)] = {
+            "name": image["name"], "sizes": pixels["sizes"], "pixel_type": pixels["pixel_type"],
+            "channel_names": [c["name"] for c in pixels["channels"] if c["name"] is not None],
+            "lsid": (image.get("external_info") or {}).get("lsid"),
+            "owner": users[image["owner"]], "group": groups[image["group"]],
+            "dataset": in_dataset.get(int(key)),
+        }
+    return found
 
 
 def images_of(site: Site, uuid: str) -> list[dict[str, Any]]:
     """The registered Images an order's annotations point at, in order."""
     images = registered_images(site)
-    return [images[a["object_id"]] for a in site.standin.read()["annotations"]
-            if dict(a["values"])["UUID"] == uuid and a["object_id"] in images]
+    return [images[a["object_id"]] for a in annotations(site.omero.state())
+            if a["values"]["UUID"] == uuid and a["object_id"] in images]
+
+
+def plates_of(state: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Plates with their Screen, and each Well's field Images."""
+    in_screen = {p: int(s) for s, sc in state["screens"].items() for p in sc["children"]}
+    found = {}
+    for key, plate in state["plates"].items():
+        wells = [{"row": w["row"], "column": w["column"],
+                  "fields": [sample["image"] for sample in w["samples"]]}
+                 for w in plate["wells"]]
+        found[int(key)] = {**plate, "screen": in_screen.get(int(key)), "wells": wells,
+                           "images": [i for w in wells for i in w["fields"]]}
+    return found
 
 
 def sizes(x: int, y: int, z: int = 1, c: int = 1, t: int = 1) -> dict[str, int]:
@@ -89,19 +129,20 @@ def test_images_series_and_plates_are_registered(site: Site) -> None:  # noqa: F
     assert [(i["sizes"], i["pixel_type"], i["lsid"]) for i in images_of(site, "series")] == [
         (sizes(48, 64, 5, 3), "uint8", f"{series}/0"), (sizes(10, 20), "float", f"{series}/1")]
     for image in registered_images(site).values():
-        assert (image["owner"], image["group"]) == ("alice", "lab")
+        assert (image["owner"], image["group"]) == ("researcher", "Demo")
         assert image["dataset"] in (site.dataset, None)  # plate fields are in no Dataset
 
-    state = site.standin.read()
-    plates = {uuid: state["plates"][str(a["object_id"])] for a in state["annotations"]
+    state = site.omero.state()
+    all_plates = plates_of(state)
+    plates = {uuid: all_plates[a["object_id"]] for a in annotations(state)
               for uuid in ("plate", "plate3")
-              if a["kind"] == "Plate" and dict(a["values"])["UUID"] == uuid}
+              if a["kind"] == "Plate" and a["values"]["UUID"] == uuid}
     big = plates["plate"]
     assert (big["rows"], big["columns"], big["screen"]) == (2, 3, site.screen)
     assert sorted((w["row"], w["column"]) for w in big["wells"]) == [
         (r, c) for r in range(2) for c in range(3)]
     assert {len(w["fields"]) for w in big["wells"]} == {2}
-    fields = [state["images"][str(i)] for w in big["wells"] for i in w["fields"]]
+    fields = [registered_images(site)[i] for w in big["wells"] for i in w["fields"]]
     assert len(fields) == 12 == len(big["images"])
     assert all((f["pixel_type"], f["sizes"]) == ("int16", sizes(8, 8, c=2)) for f in fields)
     assert f"{plate}/B/3/1" in {f["lsid"] for f in fields}
@@ -117,12 +158,13 @@ def test_images_series_and_plates_are_registered(site: Site) -> None:  # noqa: F
     assert (plate_values["Filepath"], plate_values["DestinationType"],
             plate_values["DestinationID"]) == (str(plate), "Screen", str(site.screen))
     assert "Import_Timestamp" in plate_values
-    series_ids = ", ".join(str(a["object_id"]) for a in state["annotations"]
-                           if dict(a["values"])["UUID"] == "series")
+    series_ids = ", ".join(str(a["object_id"]) for a in annotations(state)
+                           if a["values"]["UUID"] == "series")
     assert outcome(site, "series")[1] == (
         f"Registered 1 Zarr store(s) in Dataset {site.dataset}: {series} → Image {series_ids}")
-    assert site.standin.import_calls() == []
-    assert all(s["closed"] for s in state["sessions"].values())
+    assert site.omero.java_calls() == []
+    root = next(u["id"] for u in state["users"].values() if u["name"] == "root")
+    assert all(s["closed"] for s in state["sessions"].values() if s["user"] != root)
 
 
 def test_orders_mixing_zarr_and_ordinary_files(site: Site) -> None:  # noqa: F811
@@ -131,7 +173,7 @@ def test_orders_mixing_zarr_and_ordinary_files(site: Site) -> None:  # noqa: F81
     tifs = [site.file("mixed/b.tif"), site.file("mixed/c.tif")]
     other = site.data / "broken" / "d.zarr"
     write_image(new_store(other, 2))
-    broken = site.file("broken/e_BROKEN.tif")
+    broken = site.file("broken/e.tif", on_import="fail")
     before = site.checksums()
 
     run(site, switched_on(site), {"mixed": ([store, *tifs], "Dataset"),
@@ -139,7 +181,10 @@ def test_orders_mixing_zarr_and_ordinary_files(site: Site) -> None:  # noqa: F81
 
     stage, description = outcome(site, "mixed")
     assert stage == STAGE_IMPORTED, description
-    registered, imported = description.split("\n")
+    # a transient importer failure adds a line saying which run imported what (runs.py)
+    lines = description.split("\n")
+    registered = next(line for line in lines if line.startswith("Registered "))
+    imported = next(line for line in lines if line.startswith("Imported "))
     assert registered.startswith(f"Registered 1 Zarr store(s) in Dataset {site.dataset}: {store}")
     assert imported.startswith(f"Imported 2 fileset(s) into Dataset {site.dataset}: {tifs[0]}")
     assert sorted(a["Filepath"] for a in site.annotations("mixed")) == sorted(
@@ -149,16 +194,19 @@ def test_orders_mixing_zarr_and_ordinary_files(site: Site) -> None:  # noqa: F81
 
     # one importer run per order (either may run first), holding only its ordinary files
     ordered = {str(p) for p in [store, *tifs, other, broken]}
-    runs = sorted(sorted(ordered.intersection(call)) for call in site.standin.import_calls())
+    runs = sorted(sorted(ordered.intersection(call)) for call in site.omero.java_calls())
     assert runs == sorted([sorted(map(str, tifs)), [str(broken)]])
     stage, description = outcome(site, "broken")
     assert stage == STAGE_INGEST_FAILED
-    assert description.startswith("Import failed: the importer exited with status 2.")
-    (annotation,) = [a for a in site.standin.read()["annotations"]
-                     if dict(a["values"])["UUID"] == "broken"]
+    # the server's import failed: its image-less fileset stays, and is not imported again
+    assert description.startswith("Import failed: these filesets hold no Image (the server's "
+                                  "import of them failed"), description
+    assert f"Not imported: {broken}.\nFilesets without any Image: Fileset " in description
+    (annotation,) = [a for a in annotations(site.omero.state())
+                     if a["values"]["UUID"] == "broken"]
     assert description.endswith(
         f"Registered (annotated): {other} → Image {annotation['object_id']}.")
-    assert dict(annotation["values"])["Filepath"] == str(other)
+    assert annotation["values"]["Filepath"] == str(other)
     assert site.checksums() == before
 
 
@@ -167,7 +215,7 @@ def test_switched_off_zarr_goes_to_the_importer(site: Site) -> None:  # noqa: F8
     write_image(new_store(store, 3))
     run(site, site.settings, {"off": ([store], "Dataset")})
     # (whether the stand-in finds anything importable in a store does not matter here)
-    (call,) = site.standin.import_calls()
+    (call,) = site.omero.java_calls()
     assert call[-1] == str(store)
     assert registered_images(site) == {}
 
@@ -181,7 +229,7 @@ def test_use_register_zarr_from_the_environment(site: Site) -> None:  # noqa: F8
     run(site, settings, {"env": ([store], "Dataset")})
     assert outcome(site, "env")[0] == STAGE_IMPORTED
     assert [i["lsid"] for i in registered_images(site).values()] == [str(store)]
-    assert site.standin.import_calls() == []
+    assert site.omero.java_calls() == []
 
 
 def test_s3_store_is_registered_with_its_uri(site: Site, fake_s3: FakeS3) -> None:  # noqa: F811
@@ -225,7 +273,7 @@ def test_bad_stores_and_refused_orders_create_nothing(site: Site) -> None:  # no
         "images-in-screen": ([good], "Screen"),
     })
     with running_daemon(switched_on(site), site.engine, site.handler):
-        site.submit("outsider", [good], user="bob")
+        site.submit("outsider", [good], user="alice")
         site.wait("outsider")
 
     reasons = {
@@ -234,15 +282,15 @@ def test_bad_stores_and_refused_orders_create_nothing(site: Site) -> None:  # no
         "corrupt": f"cannot register {corrupt}: cannot read the Zarr store (JSONDecode",
         "plate-in-dataset": f"{plate} is a plate: order it into a Screen, not a Dataset",
         "images-in-screen": f"{good} holds images, not a plate: order it into a Dataset",
-        "outsider": "user 'bob' is not a member of group 'lab'; nothing was imported",
+        "outsider": "user 'alice' is not a member of group 'Demo'; nothing was imported",
     }
     for uuid, reason in reasons.items():
         stage, description = outcome(site, uuid)
         assert stage == STAGE_INGEST_FAILED
         assert reason in description, description
-    state = site.standin.read()
-    assert (state["images"], state["plates"], state["annotations"]) == ({}, {}, [])
-    assert site.standin.import_calls() == []
+    state = site.omero.state()
+    assert (state["images"], state["plates"], state["annotations"]) == ({}, {}, {})
+    assert site.omero.java_calls() == []
 
 
 def test_missing_zarr_library_fails_the_order_saying_what_to_install(
@@ -260,4 +308,4 @@ def test_missing_zarr_library_fails_the_order_saying_what_to_install(
     assert stage == STAGE_INGEST_FAILED
     assert "the zarr library is missing" in description
     assert "pip install 'omero-adi[zarr]'" in description
-    assert registered_images(site) == {} and site.standin.import_calls() == []
+    assert registered_images(site) == {} and site.omero.java_calls() == []

@@ -9,18 +9,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
-from omero_adi.importing.containers import PROCESSED
 from omero_adi.orders import Order
 
-NAMESPACE = "omeroadi.import"
 METADATA_CSV = "metadata.csv"
 
 
-def metadata_csv_paths(origin: Path) -> list[Path]:
+def metadata_csv_paths(origin: Path, processed: str) -> list[Path]:
     """The ``metadata.csv`` files that describe ``origin``: beside it (inside it,
-    for a folder), then in that folder's ``.processed`` subfolder."""
+    for a folder), then in that folder's ``processed`` (``.processed``) subfolder."""
     folder = origin if origin.is_dir() else origin.parent
-    candidates = [folder / METADATA_CSV, folder / PROCESSED / METADATA_CSV]
+    candidates = [folder / METADATA_CSV, folder / processed / METADATA_CSV]
     return [path for path in candidates if path.is_file()]
 
 
@@ -44,10 +42,12 @@ def read_metadata_csv(path: Path, log: logging.LoggerAdapter[logging.Logger]) ->
     return values
 
 
-def metadata_for(origin: Path, log: logging.LoggerAdapter[logging.Logger]) -> dict[str, str]:
-    """All ``metadata.csv`` key-values for ``origin``; ``.processed`` wins on a clash."""
+def metadata_for(
+    origin: Path, log: logging.LoggerAdapter[logging.Logger], processed: str
+) -> dict[str, str]:
+    """All ``metadata.csv`` key-values for ``origin``; ``processed`` wins on a clash."""
     values: dict[str, str] = {}
-    for path in metadata_csv_paths(origin):
+    for path in metadata_csv_paths(origin, processed):
         values.update(read_metadata_csv(path, log))
     return values
 

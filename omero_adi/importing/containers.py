@@ -23,8 +23,6 @@ from omero_adi.settings import Settings
 DEFAULT_REGISTRY = "docker.io/"
 PARAM_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
-#: The durable copy's folder, beside the originals.
-PROCESSED = ".processed"
 
 
 @dataclass(frozen=True)
@@ -162,12 +160,13 @@ def build_run(order: Order, source: Path, settings: Settings) -> ContainerRun:
     args = ["--inputfile", substitute(spec.input_file, "input_file")]
     for key, value in spec.extra_params.items():
         args += [f"--{key}", substitute(value, f"extra param {key!r}")]
-    args += ["--outputfolder", f"{output}/{PROCESSED}", "--altoutputfolder", alt]
+    processed = settings.processed_data_folder  # the durable copies, beside the originals
+    args += ["--outputfolder", f"{output}/{processed}", "--altoutputfolder", alt]
     local_dir = inplace_dir(settings, order)
     mounts = (
-        # Originals are read-only; only .processed beside them is writable.
+        # Originals are read-only; only the processed folder beside them is writable.
         Mount(source.parent, output, read_only=True),
-        Mount(source.parent / PROCESSED, f"{output}/{PROCESSED}"),
+        Mount(source.parent / processed, f"{output}/{processed}"),
         Mount(local_dir, alt),
     )
     return ContainerRun(

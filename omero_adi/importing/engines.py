@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -27,6 +28,19 @@ ROOT_SOCKET = "unix:///run/podman/podman.sock"
 USER_SOCKET = "unix://{runtime}/podman/podman.sock"
 #: Seconds one API wait lasts before the time limit and cancellation are checked.
 WAIT_POLL = 1.0
+#: The kernel's EBUSY, as the OCI runtime reports a bind mount it could not make.
+BUSY = re.compile(r"device or resource busy|\bEBUSY\b", re.IGNORECASE)
+#: ``podman run``'s own exit codes: the container's program never started.
+PODMAN_RUN_ERRORS = (125, 126, 127)
+
+
+class BindMountBusy(OrderFailed):
+    """A bind mount of the container failed with EBUSY (CIFS/DFS shares do this at
+    times): the container never ran, and another run may well succeed."""
+
+
+def is_busy_mount(message: str) -> bool:
+    return bool(BUSY.search(message)) and "mount" in message.lower()
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,8 @@ class PodmanApi:
                 was_cancelled,
             )
         except APIError as exc:
-            raise OrderFailed(
+            failure = BindMountBusy if is_busy_mount(str(exc.explanation or exc)) else OrderFailed
+            raise failure(
                 f"Podman failed running {run.image} for {run.source.name}: "
                 f"{exc.explanation or exc}"
             ) from exc
@@ -183,7 +198,32 @@ class PodmanCli:
                 capture_output=True, timeout=120, check=False,
             )
             return ContainerOutput(None, stdout, stderr, finished.timed_out, finished.cancelled)
+        if finished.returncode in PODMAN_RUN_ERRORS and is_busy_mount(stderr):
+            raise BindMountBusy(f"podman could not start {run.image} for {run.source.name}: "
+                                f"{stderr.strip()[-500:]}")
         return ContainerOutput(finished.returncode, stdout, stderr)
+
+
+def run_retrying_busy_mounts(
+    engine: ContainerEngine, run: ContainerRun, settings: Settings, cancelled: threading.Event,
+    log: logging.LoggerAdapter[logging.Logger],
+) -> ContainerOutput:
+    """``engine.run``, again after ``podman_bind_retry_delay_seconds`` while a bind
+    mount fails as busy, ``podman_bind_retry_attempts`` runs in all."""
+    attempts, attempt = settings.podman_bind_retry_attempts, 1
+    while True:
+        try:
+            return engine.run(run, timeout=settings.preprocessing_timeout, cancelled=cancelled)
+        except BindMountBusy as exc:
+            if attempt >= attempts:
+                raise BindMountBusy(f"{exc} (a bind mount was busy on all {attempts} "
+                                    "attempt(s); podman_bind_retry_attempts)") from exc
+            delay = settings.podman_bind_retry_delay_seconds
+            log.warning("attempt %d of %d: a bind mount is busy; running %s again in %gs: %s",
+                        attempt, attempts, run.image, delay, exc)
+            if cancelled.wait(delay):
+                return ContainerOutput(None, "", str(exc), cancelled=True)
+            attempt += 1
 
 
 def candidate_urls(settings: Settings, environ: Mapping[str, str]) -> list[str]:

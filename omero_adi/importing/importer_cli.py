@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import yaml
 
+from omero_adi.importing.jars import missing_jars_note
 from omero_adi.orders import DestinationType
 from omero_adi.process import Finished, run_process
+from omero_adi.progress import ErrsProgress, ImportProgress
 from omero_adi.settings import Settings
 
 #: Lines of the importer's error output quoted in a failure description.
@@ -41,6 +44,11 @@ class ImporterRun:
     fileset_ids: tuple[int, ...]
     #: The last lines of the importer's error output (and of the CLI wrapper's own).
     errors_tail: str
+    #: Everything the importer and the wrapper said: ``--errs``, then their own
+    #: standard output and error (for :mod:`.importer_says`).
+    said: str = ""
+    #: Whether the importer wrote its ``--errs`` file at all.
+    errs_written: bool = True
 
 
 def build_command(
@@ -93,24 +101,66 @@ def parse_yaml_report(text: str) -> tuple[int, ...]:
 
 
 def run_importer(
-    command: Sequence[str], files: ImporterFiles, *, timeout: float, cancelled: threading.Event
+    command: Sequence[str], files: ImporterFiles, *, timeout: float, cancelled: threading.Event,
+    on_progress: Callable[[ImportProgress], None] | None = None,
 ) -> ImporterRun:
     """Run the importer once; read its report and the tail of its errors.
 
     The ``omero`` wrapper's own output (login errors, Python tracebacks) does
-    not reach ``--errs``; it is captured and added to the tail.
+    not reach ``--errs``; it is captured and added to the tail, and so is a note
+    when a run that failed finds the importer's jars missing. While it runs, ``on_progress`` gets the
+    progress read from ``--errs`` (many times a second: the receiver decides what
+    to keep).
     """
     files.out.parent.mkdir(parents=True, exist_ok=True)
     for path in (files.out, files.errs):
         path.unlink(missing_ok=True)  # a retried order must not read the last run's report
-    finished = run_process(command, timeout=timeout, cancelled=cancelled)
+    errs_progress = ErrsProgress(files.errs)
+
+    def tick() -> None:
+        progress = errs_progress.read()
+        if progress is not None and on_progress is not None:
+            on_progress(progress)
+
+    finished = run_process(command, timeout=timeout, cancelled=cancelled, on_tick=tick)
+    tick()
     report = files.out.read_text("utf-8", "replace") if files.out.exists() else ""
     errs = files.errs.read_text("utf-8", "replace") if files.errs.exists() else ""
+    said = "\n".join((errs, finished.stdout, finished.stderr))
+    # only a failed run is described with its tail: no look at the jars after a good one
+    note = missing_jars_note() if finished.returncode != 0 else None
     return ImporterRun(
         finished=finished,
         fileset_ids=parse_yaml_report(report),
-        errors_tail=_tail("\n".join((errs, finished.stdout, finished.stderr))),
+        errors_tail=_tail(said) + (f"\n{note}" if note else ""),
+        said=said,
+        errs_written=files.errs.exists(),
     )
+
+
+def session_store(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where ``omero`` keeps its session files: ``$OMERO_USERDIR/sessions``
+    (omero-py ``omero.util.get_omero_userdir`` and ``SessionsStore``)."""
+    try:
+        from omero.util import get_omero_userdir
+    except ImportError:  # the same rule, for an ``omero`` of another install
+        userdir = environ.get("OMERO_USERDIR") or str(Path.home() / "omero")
+        return Path(userdir) / "sessions"
+    return Path(str(get_omero_userdir())) / "sessions"
+
+
+def forget_session_file(store: Path, key: str) -> list[Path]:
+    """Remove the file ``omero import -k <key>`` left in the session store.
+
+    Joining a key the store does not know makes the wrapper record it as
+    ``<store>/<host>/<user>/<key>`` (``SessionsStore.create`` → ``add``), one
+    file per import that nothing ever removes. Returns what was removed.
+    """
+    removed = []
+    for path in store.glob(f"*/*/{key}") if store.is_dir() else ():
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def _tail(text: str) -> str:

@@ -16,13 +16,17 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Sequence
 
 from omero_adi.importing.containers import (
-    PROCESSED,
     ContainerRun,
     build_run,
     inplace_dir,
     parse_report,
 )
-from omero_adi.importing.engines import ContainerEngine, ContainerOutput, connect
+from omero_adi.importing.engines import (
+    ContainerEngine,
+    ContainerOutput,
+    connect,
+    run_retrying_busy_mounts,
+)
 from omero_adi.importing.redirect import RedirectReport, redirect_links
 from omero_adi.importing.results import (
     ImportedFileset,
@@ -48,6 +52,8 @@ class Preprocessed:
     outputs: tuple[ImportItem, ...]
     #: Each local file -> the order file whose conversion wrote it.
     sources: Mapping[Path, Path]
+    #: The durable copies' folder beside each order file (``processed_data_folder``).
+    processed: str
 
     @property
     def to_import(self) -> tuple[ImportItem, ...]:
@@ -61,11 +67,11 @@ class Preprocessed:
         return tuple(unique.values())
 
     def durable_for(self, local: Path) -> Path | None:
-        """The durable copy of a local file: same name under ``<source dir>/.processed``."""
+        """The durable copy of a local file: same name under ``<source dir>/<processed>``."""
         source = self.sources.get(local)
         if source is None:
             return None
-        return source.parent / PROCESSED / local.relative_to(self.tmp_dir)
+        return source.parent / self.processed / local.relative_to(self.tmp_dir)
 
 
 def _snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
@@ -143,8 +149,8 @@ def _fresh_dir(ctx: OrderContext, folder: Path) -> None:
     folder.mkdir(parents=True)
 
 
-def _processed_dir(source: Path) -> None:
-    processed = source.parent / PROCESSED
+def _processed_dir(source: Path, name: str) -> None:
+    processed = source.parent / name
     if processed.is_symlink():
         raise OrderFailed(f"{processed} is a symbolic link; it must be a real folder")
     try:
@@ -169,9 +175,8 @@ def preprocess(ctx: OrderContext, engine: ContainerEngine | None = None) -> Prep
     try:
         for run in runs:
             ctx.check_cancelled()
-            _processed_dir(run.source)
-            output = engine.run(run, timeout=settings.preprocessing_timeout,
-                                cancelled=ctx.cancelled)
+            _processed_dir(run.source, settings.processed_data_folder)
+            output = run_retrying_busy_mounts(engine, run, settings, ctx.cancelled, ctx.log)
             _log_output(ctx, run, output)
             _check(run, output, settings.preprocessing_timeout, order.uuid)
             reported = _outputs(ctx, run, output)
@@ -184,7 +189,7 @@ def preprocess(ctx: OrderContext, engine: ContainerEngine | None = None) -> Prep
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    return Preprocessed(tmp_dir, tuple(outputs), sources)
+    return Preprocessed(tmp_dir, tuple(outputs), sources, settings.processed_data_folder)
 
 
 def fileset_dir(managed_repository: Path, template_prefix: str) -> Path:
@@ -197,12 +202,15 @@ def fileset_dir(managed_repository: Path, template_prefix: str) -> Path:
 
 
 def redirect_filesets(
-    ctx: OrderContext, preprocessed: Preprocessed, template_prefixes: Sequence[str]
+    ctx: OrderContext, preprocessed: Preprocessed, template_prefixes: Sequence[str], *,
+    remove_tmp: bool = True,
 ) -> RedirectReport:
-    """Repoint the filesets' links to ``.processed/``; the local folder goes when all did."""
+    """Repoint the filesets' links to ``.processed/``; the local folder goes when all
+    did (and ``remove_tmp``)."""
     root = Path(ctx.settings.managed_repository)
     dirs = [fileset_dir(root, prefix) for prefix in template_prefixes]
-    report = redirect_links(dirs, preprocessed.tmp_dir, preprocessed.durable_for)
+    report = redirect_links(dirs, preprocessed.tmp_dir, preprocessed.durable_for,
+                            remove_tmp=remove_tmp)
     ctx.log.info("link redirection: %s", report.summary())
     return report
 
@@ -217,23 +225,31 @@ def import_preprocessed(
     """Preprocess the order, import the local copies with ``import_items``, redirect.
 
     The local folder is removed once every link points at the durable copies,
-    or at once when nothing was imported. A link that could not be switched
-    fails the order, saying which were switched.
+    or at once when the importer never started. After it started, the folder
+    stays as long as any fileset may link into it: a link that could not be
+    switched, or a failure that left filesets unaccounted for, fails the order
+    saying what was switched and what was kept.
     """
     preprocessed = preprocess(ctx, engine)
     try:
         result = import_items(ctx, preprocessed.to_import)
     except ImportFailed as exc:
-        report = redirect_filesets(ctx, preprocessed, _prefixes(exc.imported))
-        if report.complete:
+        report = redirect_filesets(ctx, preprocessed, _prefixes(exc.imported + exc.empty),
+                                   remove_tmp=not exc.unaccounted)
+        if report.complete and not exc.unaccounted:
             raise
-        raise OrderFailed(f"{exc}; {report.summary()}") from exc
+        kept = ""
+        if exc.unaccounted:
+            kept = (f"\nThe converted copies in {preprocessed.tmp_dir} were kept: filesets "
+                    "not listed here may link to them. Remove that folder only once no "
+                    "fileset of this order links into it (or they were deleted in OMERO).")
+        raise OrderFailed(f"{exc}\nLinks: {report.summary()}.{kept}") from exc
     except OrderInterrupted:
         ctx.log.warning("interrupted; keeping %s for links of a partial import",
                         preprocessed.tmp_dir)
         raise
-    except OrderFailed:
-        shutil.rmtree(preprocessed.tmp_dir, ignore_errors=True)  # nothing was imported
+    except OrderFailed:  # raised before the importer started: nothing links there
+        shutil.rmtree(preprocessed.tmp_dir, ignore_errors=True)
         raise
     report = redirect_filesets(ctx, preprocessed, _prefixes(result.filesets))
     if not report.complete:

@@ -91,12 +91,14 @@ def _switch(link: Path, new_target: Path) -> None:
 
 
 def redirect_links(
-    fileset_dirs: Sequence[Path], tmp_dir: Path, durable_for: DurableFor
+    fileset_dirs: Sequence[Path], tmp_dir: Path, durable_for: DurableFor, *,
+    remove_tmp: bool = True,
 ) -> RedirectReport:
     """Switch every link under ``fileset_dirs`` that points into ``tmp_dir``.
 
     A link whose durable copy is unknown or missing is left as it is and
-    reported; ``tmp_dir`` is deleted only when every link was switched.
+    reported; ``tmp_dir`` is deleted only when every link was switched and
+    ``remove_tmp`` (False: other filesets may still link into it).
     """
     report = RedirectReport()
     tmp_forms = list(dict.fromkeys(Path(f(tmp_dir)) for f in (os.path.normpath, os.path.realpath)))
@@ -124,7 +126,7 @@ def redirect_links(
             report.problems.append(Problem(switch.link, f"could not switch: {exc.strerror or exc}"))
         else:
             report.switched.append(switch)
-    if report.complete and tmp_dir.exists():
+    if report.complete and remove_tmp and tmp_dir.exists():
         shutil.rmtree(tmp_dir)
         report.tmp_removed = True
     return report

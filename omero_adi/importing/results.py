@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
+from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence
 
+from omero_adi.importing.client_paths import client_path
 from omero_adi.omero.boundary import FilesetInfo
 from omero_adi.pipeline import OrderFailed
 
@@ -35,15 +37,28 @@ class ImportItem:
     def of(cls, path: Path) -> ImportItem:
         return cls(path=path, origin=path)
 
+    @cached_property
+    def _roots(self) -> frozenset[PurePosixPath]:
+        """This path and its real path as the importer records them: worked out once,
+        as matching asks for every file of every fileset."""
+        return frozenset(client_path(PurePosixPath(p))
+                         for p in (self.path, os.path.realpath(self.path)))
+
     def holds(self, used_file: Path) -> bool:
-        roots = {self.path, Path(os.path.realpath(self.path))}
-        return any(used_file == root or root in used_file.parents for root in roots)
+        """Whether a fileset's used file (its recorded client path) is this path or
+        inside it, as the importer sanitised it (:mod:`.client_paths`)."""
+        used = PurePosixPath(used_file)
+        return any(used == root or root in used.parents for root in self._roots)
 
 
 @dataclass(frozen=True)
 class ImportedFileset:
+    #: The order path the fileset is annotated with (the deepest that holds its files).
     item: ImportItem
     fileset: FilesetInfo
+    #: Every order path whose files went into it: several, when files named
+    #: separately form one multi-file image.
+    covers: tuple[ImportItem, ...] = ()
 
     def describe(self) -> str:
         return f"{self.item.origin} → Fileset {self.fileset.id} ({describe_objects(self.fileset)})"
@@ -63,6 +78,8 @@ class ImportResult:
     filesets: tuple[ImportedFileset, ...]
     #: The ``.zarr`` paths registered instead of imported (``use_register_zarr``).
     registered: tuple[RegisteredZarr, ...] = ()
+    #: What happened on the way: the importer runs that were tried again, and why.
+    notes: tuple[str, ...] = ()
 
     def describe(self, kind: str, destination_id: int) -> str:
         """The ``Import Completed`` description."""
@@ -73,16 +90,26 @@ class ImportResult:
         if self.filesets or not self.registered:
             lines.append(f"Imported {len(self.filesets)} fileset(s) into {kind} {destination_id}: "
                          + "; ".join(f.describe() for f in self.filesets))
+        lines.extend(self.notes)
         return "\n".join(lines)
 
 
 class ImportFailed(OrderFailed):
-    """The importer run did not import everything; ``imported`` is what it did
-    import (e.g. for preprocessing to redirect those filesets' links)."""
+    """The order failed after the importer started; ``imported`` is what it did
+    import (e.g. for preprocessing to redirect those filesets' links).
 
-    def __init__(self, description: str, imported: Sequence[ImportedFileset]):
+    ``empty``: filesets the run left without images (the server's import of
+    them failed); they have links in ManagedRepository all the same.
+    ``unaccounted``: filesets may exist that neither lists (the report was
+    unreadable, a lookup failed), so files they may link to must stay.
+    """
+
+    def __init__(self, description: str, imported: Sequence[ImportedFileset], *,
+                 empty: Sequence[ImportedFileset] = (), unaccounted: bool = False):
         super().__init__(description)
         self.imported = tuple(imported)
+        self.empty = tuple(empty)
+        self.unaccounted = unaccounted
 
 
 def describe_objects(found: FilesetInfo | RegisteredZarr) -> str:

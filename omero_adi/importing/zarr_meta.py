@@ -160,10 +160,14 @@ def open_store(source: ZarrSource) -> Store:
     return LocalStore(source.uri, read_only=True)
 
 
-def read_zarr(source: ZarrSource) -> ZarrContent:
-    """Describe the images or plate that registering ``source`` creates."""
+def read_zarr(source: ZarrSource, plate_label: str | None = None) -> ZarrContent:
+    """Describe the images or plate that registering ``source`` creates.
+
+    With ``plate_label``, a plate's images read their pixels from that NGFF
+    label of each field (``<field>/labels/<name>``), which every field must have.
+    """
     try:
-        return _Reader(source).content()
+        return _Reader(source, plate_label).content()
     except ZarrError:
         raise
     except _read_errors() as exc:
@@ -184,8 +188,9 @@ def _ome(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
 class _Reader:
     """Walks one store; every method raises :class:`ZarrError` on bad metadata."""
 
-    def __init__(self, source: ZarrSource):
+    def __init__(self, source: ZarrSource, plate_label: str | None = None):
         self.source = source
+        self.plate_label = plate_label
         self.store = open_store(source)
         try:
             self.root = zarr.open_group(self.store, mode="r")
@@ -218,6 +223,9 @@ class _Reader:
         attrs = self.attrs("")
         if "plate" in attrs:
             return ZarrContent(self.source, plate=self.plate(attrs["plate"]))
+        if self.plate_label:
+            raise self.fail("", f"is not a plate, so the plate label {self.plate_label!r} "
+                                "(ImportOptions plateLabelName) cannot be used")
         if "bioformats2raw.layout" in attrs:
             version = attrs["bioformats2raw.layout"]
             if version != BIOFORMATS2RAW_LAYOUT:
@@ -339,11 +347,22 @@ class _Reader:
             for sample in samples:
                 sample_path = self.mapping(path, sample, "well image").get("path", "")
                 field_path = f"{path}/{sample_path}"
-                fields.append(self.image(field_path, series, field_path))
+                fields.append(self.field(field_path, series))
                 series += 1
             wells.append(ZarrWell(row=row, column=column, path=path, fields=tuple(fields)))
         name = str(attrs.get("name") or self.source.name)
         return ZarrPlate(name=name, rows=rows, columns=columns, wells=tuple(wells))
+
+    def field(self, path: str, series: int) -> ZarrImage:
+        """A well's field: its own pixels, or those of the chosen label."""
+        if not self.plate_label:
+            return self.image(path, series, path)
+        label_path = f"{path}/labels/{self.plate_label}"
+        if label_path not in self.root:
+            raise self.fail(label_path, f"is missing: the plate label {self.plate_label!r} "
+                                        "(ImportOptions plateLabelName) must exist on every "
+                                        "field of the plate")
+        return self.image(label_path, series, path, name=f"{path} [{self.plate_label}]")
 
     def names(self, attrs: Mapping[str, Any], key: str) -> tuple[str, ...]:
         entries = attrs.get(key)

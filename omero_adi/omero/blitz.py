@@ -19,6 +19,8 @@ from omero_adi.omero.boundary import (
     OmeroError,
     OmeroNotInstalled,
     OmeroUnreachable,
+    PartlyCreated,
+    SessionLost,
 )
 from omero_adi.orders import DestinationType
 from omero_adi.settings import Settings
@@ -36,6 +38,8 @@ ALL_GROUPS = {"omero.group": "-1"}
 #: from the OME-Zarr multiscales at its ``lsid``.
 NGFF_ENTITY_TYPE = "com.glencoesoftware.ngff:multiscales"
 NGFF_ENTITY_ID = 3
+#: The description of Datasets that watch rules create.
+DATASET_DESCRIPTION = "Created by omero-adi for a watched folder"
 
 
 def _omero() -> SimpleNamespace:
@@ -67,12 +71,31 @@ def _unreachable_errors(m: SimpleNamespace) -> tuple[type[BaseException], ...]:
     )
 
 
+def _session_lost_errors(m: SimpleNamespace) -> tuple[type[BaseException], ...]:
+    """The session is gone: its time-to-live ran out (``SessionTimeoutException``),
+    it was closed (``RemovedSessionException``), or the server forgot it."""
+    return (m.omero.SessionException, m.Ice.ObjectNotExistException)
+
+
 @contextmanager
 def _translated(where: str) -> Iterator[SimpleNamespace]:
     """Turn omero-py's exceptions into the boundary's, naming ``where``."""
     m = _omero()
     try:
         yield m
+    except m.omero.WrappedCreateSessionException as exc:
+        # omero-py already retried it when the server said "concurrency"
+        # (omero/clients.py createSession); anything else is the server's answer.
+        if exc.concurrency:
+            raise OmeroUnreachable(f"OMERO at {where} is busy creating sessions "
+                                   f"({exc.type}: {exc.reason})") from exc
+        raise OmeroError(f"OMERO at {where} refused the session: {exc.type}: {exc.reason}") from exc
+    except m.Glacier2.PermissionDeniedException as exc:  # a login or a join refused
+        raise OmeroError(f"OMERO at {where} refused the session: {exc.reason}") from exc
+    except _session_lost_errors(m) as exc:
+        said = getattr(exc, "message", "") or ""
+        raise SessionLost(f"the OMERO session at {where} ended ({type(exc).__name__}"
+                          + (f": {said})" if said else ")")) from exc
     except _unreachable_errors(m) as exc:
         raise OmeroUnreachable(f"OMERO unreachable at {where} ({type(exc).__name__})") from exc
     except m.omero.ServerError as exc:
@@ -80,6 +103,17 @@ def _translated(where: str) -> Iterator[SimpleNamespace]:
         raise OmeroError(f"OMERO at {where} refused: {message}") from exc
     except m.omero.ClientError as exc:
         raise OmeroError(f"talking to OMERO at {where} failed: {exc}") from exc
+
+
+@contextmanager
+def _naming(created: list[str]) -> Iterator[None]:
+    """Add to a failure what had been ``created`` before it (:class:`PartlyCreated`)."""
+    try:
+        yield
+    except OmeroError as exc:
+        if not created:
+            raise
+        raise PartlyCreated(str(exc), tuple(created)) from exc
 
 
 class BlitzServer:
@@ -119,11 +153,20 @@ class BlitzServer:
             client.closeSession()
             raise
         conn = m.omero.gateway.BlitzGateway(client_obj=client)
-        if not conn.isAdmin():
+        context = conn.getEventContext()
+        problem = None
+        if not context.isAdmin:
+            problem = "is not an administrator"
+        elif "Sudo" not in (context.adminPrivileges or []):
+            # a restricted admin (AdminImpl): isAdmin, but createSessionWithTimeout
+            # for another user needs the Sudo privilege
+            problem = "is a restricted administrator without the Sudo privilege"
+        if problem:
             conn.close(hard=False)
             raise OmeroError(
-                f"OMERO user {user!r} is not an administrator, so it cannot import "
-                "for other users; set OMERO_USER to an admin (usually root)"
+                f"OMERO user {user!r} {problem}, so it cannot import for other users; "
+                "set OMERO_USER to an admin (usually root)"
+                + ("" if not context.isAdmin else " or give this one Sudo")
             )
         self._admin_conn = conn
         return conn
@@ -143,9 +186,10 @@ class BlitzServer:
                 group_id = m.ezomero.get_group_id(admin, group)
                 if group_id is None:
                     raise OmeroError(f"group {group!r} does not exist in OMERO")
-                user_id = m.ezomero.get_user_id(admin, user)
-                if user_id is None:
-                    raise OmeroError(f"user {user!r} does not exist in OMERO")
+                try:  # one request, not ezomero.get_user_id's listing of a whole group
+                    user_id = admin.getAdminService().lookupExperimenter(user).id.val
+                except m.omero.ApiUsageException as exc:  # "No such experimenter"
+                    raise OmeroError(f"user {user!r} does not exist in OMERO") from exc
                 member_of = {g.id.val for g in admin.getAdminService().containedGroups(user_id)}
                 if group_id not in member_of:
                     raise OmeroError(f"user {user!r} is not a member of group {group!r}")
@@ -158,14 +202,36 @@ class BlitzServer:
         key = session.getUuid().val
         with _translated(self.where) as m:
             client = self._client(m)
-            client.joinSession(key)
+            try:
+                client.joinSession(key)
+            except BaseException:
+                client.__del__()  # the communicator and its threads
+                self._close_unjoined(m, session)
+                raise
             conn = m.omero.gateway.BlitzGateway(client_obj=client)
         return BlitzUserSession(conn, m, user=user, group=group, key=key, where=self.where)
+
+    def user_email(self, user: str) -> str | None:
+        with self._lock, _translated(self.where) as m:
+            try:
+                experimenter = self._admin(m).getAdminService().lookupExperimenter(user)
+            except _unreachable_errors(m):
+                self._drop_admin()
+                raise
+        return (m.omero.rtypes.unwrap(experimenter.getEmail()) or "").strip() or None
+
+    def _close_unjoined(self, m: SimpleNamespace, session: Any) -> None:
+        """End a user session nobody could join, instead of leaving it to its TTL."""
+        try:
+            with self._lock:
+                self._admin(m).getSessionService().closeSession(session)
+        except Exception:  # the join already failed; that is the error to report
+            pass
 
     def describe(self) -> str:
         with self._lock, _translated(self.where) as m:
             admin = self._admin(m)
-            return (f"OMERO {admin.getServerVersion()} at {self.where}, "
+            return (f"OMERO {admin.getConfigService().getVersion()} at {self.where}, "
                     f"admin session as {self.settings.omero_user!r}")
 
     def close(self) -> None:
@@ -227,20 +293,57 @@ class BlitzUserSession:
             plate_ids=tuple(sorted(plates)),
         )
 
-    def annotate(
-        self, kind: AnnotatedType, object_id: int, namespace: str, values: Mapping[str, str]
-    ) -> int:
+    def find_or_create_dataset(self, name: str) -> int:
         with _translated(self.where) as m:
-            annotation_id = m.ezomero.post_map_annotation(
-                self._conn, kind, object_id, dict(values), namespace)
-        if annotation_id is None:  # ezomero's answer when the object is not found
-            raise OmeroError(f"{kind} {object_id} was not found to annotate")
-        return int(annotation_id)
+            owner = self._conn.getUserId()
+            found = sorted(dataset.getId() for dataset in  # in the session's group only
+                           self._conn.getObjects("Dataset", attributes={"name": name})
+                           if dataset.getDetails().getOwner().getId() == owner)
+            if found:
+                return int(found[0])
+            created = m.ezomero.post_dataset(self._conn, name, description=DATASET_DESCRIPTION,
+                                             across_groups=False)
+        if created is None:
+            raise OmeroError(f"Dataset {name!r} could not be created in group {self.group!r}")
+        return int(created)
+
+    def created_filesets(self) -> tuple[int, ...]:
+        with _translated(self.where) as m:
+            params = m.omero.sys.ParametersI()
+            params.add("uuid", m.omero.rtypes.rstring(self.key))
+            rows = self._conn.getQueryService().projection(
+                "select f.id from Fileset f where f.details.creationEvent.session.uuid = :uuid "
+                "order by f.id", params, self._conn.SERVICE_OPTS)
+            return tuple(int(m.omero.rtypes.unwrap(row[0])) for row in rows)
+
+    def annotate(
+        self, kind: AnnotatedType, namespace: str, values: Mapping[int, Mapping[str, str]]
+    ) -> tuple[int, ...]:
+        # One request: the links, each carrying its new MapAnnotation, saved together
+        # (all or none). ezomero.post_map_annotation took several per object
+        # (getObject, getGroup, save, link) and printed to standard output.
+        if not values:
+            return ()
+        with _translated(self.where) as m:
+            model, rtypes = m.omero.model, m.omero.rtypes
+            links = []
+            for object_id, pairs in values.items():
+                annotation = model.MapAnnotationI()
+                annotation.setNs(rtypes.rstring(namespace))
+                annotation.setMapValue([model.NamedValue(k, v) for k, v in pairs.items()])
+                link = getattr(model, f"{kind}AnnotationLinkI")()
+                link.parent = getattr(model, f"{kind}I")(object_id, False)
+                link.child = annotation
+                links.append(link)
+            saved = self._conn.getUpdateService().saveAndReturnArray(
+                links, self._conn.SERVICE_OPTS)
+        return tuple(int(link.child.id.val) for link in saved)
 
     def register_zarr_image(self, image: ZarrImage, dataset_id: int) -> int:
-        with _translated(self.where) as m:
+        created: list[str] = []
+        with _naming(created), _translated(self.where) as m:
             model = m.omero.model
-            image_id = self._zarr_image(m, image)
+            image_id = self._zarr_image(m, image, created)
             link = model.DatasetImageLinkI()
             link.parent = model.DatasetI(dataset_id, False)
             link.child = model.ImageI(image_id, False)
@@ -248,7 +351,8 @@ class BlitzUserSession:
         return image_id
 
     def register_zarr_plate(self, plate: ZarrPlate, screen_id: int) -> int:
-        with _translated(self.where) as m:
+        created: list[str] = []
+        with _naming(created), _translated(self.where) as m:
             model, rtypes = m.omero.model, m.omero.rtypes
             update, options = self._conn.getUpdateService(), self._conn.SERVICE_OPTS
             new = model.PlateI()
@@ -257,19 +361,21 @@ class BlitzUserSession:
             link = model.ScreenPlateLinkI()
             link.parent, link.child = model.ScreenI(screen_id, False), new
             plate_id = int(update.saveAndReturnObject(link, options).child.id.val)
+            created.append(f"Plate {plate_id}")
             for zarr_well in plate.wells:
                 well = model.WellI()
                 well.plate = model.PlateI(plate_id, False)
                 well.row, well.column = rtypes.rint(zarr_well.row), rtypes.rint(zarr_well.column)
                 for field in zarr_well.fields:
                     sample = model.WellSampleI()
-                    sample.image = model.ImageI(self._zarr_image(m, field), False)
+                    sample.image = model.ImageI(self._zarr_image(m, field, created), False)
                     well.addWellSample(sample)
                 update.saveObject(well, options)
         return plate_id
 
-    def _zarr_image(self, m: SimpleNamespace, image: ZarrImage) -> int:
-        """A new Image (with Pixels and Channels) reading its pixels from ``image.uri``."""
+    def _zarr_image(self, m: SimpleNamespace, image: ZarrImage, created: list[str]) -> int:
+        """A new Image (with Pixels and Channels) reading its pixels from ``image.uri``;
+        named in ``created`` as soon as it exists."""
         model, rtypes = m.omero.model, m.omero.rtypes
         conn, options = self._conn, self._conn.SERVICE_OPTS
         params = m.omero.sys.ParametersI()
@@ -279,15 +385,16 @@ class BlitzUserSession:
         image_id = int(conn.getPixelsService().createImage(
             image.size_x, image.size_y, image.size_z, image.size_t, list(range(image.size_c)),
             pixels_type, image.name, "", options).val)
+        created.append(f"Image {image_id}")
         if image.channel_names:
             conn.setChannelNames("Image", [image_id], dict(enumerate(image.channel_names, 1)))
-        created = conn.getQueryService().get("Image", image_id, options)
+        saved = conn.getQueryService().get("Image", image_id, options)
         info = model.ExternalInfoI()
         info.entityType = rtypes.rstring(NGFF_ENTITY_TYPE)
         info.entityId = rtypes.rlong(NGFF_ENTITY_ID)
         info.lsid = rtypes.rstring(image.uri)
-        created.details.externalInfo = info
-        conn.getUpdateService().saveObject(created, options)
+        saved.details.externalInfo = info
+        conn.getUpdateService().saveObject(saved, options)
         return image_id
 
     def close(self) -> None:

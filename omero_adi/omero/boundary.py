@@ -1,8 +1,8 @@
 """What the daemon needs from an OMERO server: a Protocol and its typed results.
 
 The daemon and the importer depend on this module only. The real server is
-:class:`omero_adi.omero.blitz.BlitzServer`; tests use an in-process stand-in
-that implements the same Protocol.
+:class:`omero_adi.omero.blitz.BlitzServer`; tests run it against an Ice-level
+OMERO double (``tests/omero_double``) and fail loudly on anything it does not model.
 """
 
 from __future__ import annotations
@@ -26,6 +26,20 @@ class OmeroError(Exception):
 
 class OmeroUnreachable(OmeroError):
     """The server did not answer (down, restarting, wrong host or port): worth a retry."""
+
+
+class SessionLost(OmeroUnreachable):
+    """The session ended on the server (its time-to-live ran out, or the server
+    restarted): a new session may carry on."""
+
+
+class PartlyCreated(OmeroError):
+    """A call failed after it had created objects; ``created`` names them
+    (``Plate 5``, ``Image 7``) so that the description can say what is left."""
+
+    def __init__(self, message: str, created: tuple[str, ...]):
+        super().__init__(message)
+        self.created = created
 
 
 class OmeroNotInstalled(OmeroError):
@@ -59,10 +73,19 @@ class UserSession(Protocol):
     def fileset(self, fileset_id: int) -> FilesetInfo:
         """The fileset with this id; :class:`OmeroError` when there is none."""
 
+    def find_or_create_dataset(self, name: str) -> int:
+        """The id of the user's Dataset called ``name`` in the session's group (the
+        oldest, when there are several), created when there is none."""
+
+    def created_filesets(self) -> tuple[int, ...]:
+        """The ids of the filesets created in this session (by an importer that
+        joined it), whether or not the importer reported them."""
+
     def annotate(
-        self, kind: AnnotatedType, object_id: int, namespace: str, values: Mapping[str, str]
-    ) -> int:
-        """Link a new MapAnnotation with ``values`` to the object; return its id."""
+        self, kind: AnnotatedType, namespace: str, values: Mapping[int, Mapping[str, str]]
+    ) -> tuple[int, ...]:
+        """One new MapAnnotation per object id in ``values``, linked to it, all saved
+        together (a fixed number of requests, however many objects); their ids."""
 
     def register_zarr_image(self, image: ZarrImage, dataset_id: int) -> int:
         """Create an Image whose pixels the server reads from ``image.uri``
@@ -70,7 +93,8 @@ class UserSession(Protocol):
 
     def register_zarr_plate(self, plate: ZarrPlate, screen_id: int) -> int:
         """Create the Plate, its Wells and one such Image per field, link it to
-        the Screen, return the Plate id."""
+        the Screen, return the Plate id. :class:`PartlyCreated` names what a
+        failure half-way left behind (so does ``register_zarr_image``)."""
 
     def close(self) -> None:
         """End the session on the server."""
@@ -86,6 +110,10 @@ class OmeroServer(Protocol):
         Raises :class:`OmeroUnreachable` when the server does not answer and
         :class:`OmeroError` with the reason for anything else.
         """
+
+    def user_email(self, user: str) -> str | None:
+        """The e-mail address OMERO has for ``user`` (``Experimenter.email``), or
+        None when it has none; :class:`OmeroError` when there is no such user."""
 
     def describe(self) -> str:
         """Log in (or reuse the admin session) and say what server this is."""

@@ -1,0 +1,204 @@
+"""Import correctness as the real server and importer behave (issue 11): the
+pure logic.
+
+The same behaviours through the Ice double and the real ``omero`` wrapper are
+in ``tests/test_import_double.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from omero_adi.importing.client_paths import client_path, safe_component
+from omero_adi.importing.importer_cli import ImporterRun, forget_session_file
+from omero_adi.importing.importer_says import verdict
+from omero_adi.importing.matching import match, missing
+from omero_adi.importing.results import ImportItem
+from omero_adi.importing.zarr_register import register_zarr
+from omero_adi.omero.boundary import FilesetInfo, PartlyCreated, SessionLost
+from omero_adi.omero.sessions import MARGIN, SessionKeeper
+from omero_adi.process import Finished
+
+LOG = logging.getLogger("test.correctness")
+
+
+# --- 3. sanitised client paths (MakePathComponentSafe, WINDOWS_ + UNIX_REQUIRED) ---
+
+@pytest.mark.parametrize("name, safe", [
+    ("2026-11-21 10:30:00", "2026-11-21 10;30;00"),
+    ('a"b*c<d>e?f|g\\h', "a'bxc[d]e%f!g!h"),
+    ("tab\there\x7f\x85", "tab_here__"),
+    ("CON", "CON_"), ("nul", "nul_"), ("com1", "com1_"), ("LPT9", "LPT9_"),
+    ("aux.tif", "_aux.tif"), ("$MFT", "_$MFT"), ("CONSOLE.tif", "CONSOLE.tif"),
+    ("plain-name_1.tif", "plain-name_1.tif"),
+])
+def test_a_component_is_made_safe_as_the_importer_does(name: str, safe: str) -> None:
+    assert safe_component(name) == safe
+
+
+def test_a_fileset_under_a_timestamped_folder_matches_its_order_path() -> None:
+    folder = Path("/data/run 2026-11-21 10:30:00")
+    recorded = Path("/data/run 2026-11-21 10;30;00/well?A1.tif".replace("?", "%"))
+    assert client_path(PurePosixPath(folder)) == PurePosixPath("/data/run 2026-11-21 10;30;00")
+    assert ImportItem.of(folder).holds(recorded)
+    assert not ImportItem.of(Path("/data/run")).holds(recorded)
+
+
+# --- 4. one fileset from several order paths ---------------------------------
+
+def test_one_fileset_from_several_order_paths_covers_all_of_them() -> None:
+    header, pixels = ImportItem.of(Path("/d/scan.vsi")), ImportItem.of(Path("/d/_scan_/s.ets"))
+    fileset = FilesetInfo(7, "alice_2/x", (Path("/d/scan.vsi"), Path("/d/_scan_/s.ets")),
+                          (9,), ())
+    imported, strays = match([header, pixels], [fileset])
+    assert strays == [] and [e.fileset.id for e in imported] == [7]
+    assert missing([header, pixels], imported) == []
+
+
+# --- 5. what the importer says, said plainly ----------------------------------
+
+def _run(said: str, code: int = 1, errs: bool = True) -> ImporterRun:
+    return ImporterRun(Finished(code, False, False, 1.0), (), "", said=said, errs_written=errs)
+
+
+@pytest.mark.parametrize("said, code, errs, start", [
+    ("FATAL: Running /venv/bin/omero as root can corrupt your directory permissions.", 1,
+     False, "the `omero` command refuses to run as root"),
+    ("Exception: Java could not be found. (Executable=java)", 1, False,
+     "the `omero` command could not start Java"),
+    ("No JAR files found under '/opt/omero/lib/client'", 103, False,
+     "the OMERO.java importer jars are missing"),
+    ("Downloading https://downloads.openmicroscopy.org/omero/latest/OMERO.java.zip\n"
+     "requests.exceptions.ConnectionError: …", 1, False, "the OMERO.java importer jars are missing"),
+    ("Bad session key. Cannot join 1234 on localhost:4064.", 11, False,
+     "the importer could not join the order's OMERO session"),
+    ("No imports found\nUsage: importer-cli [OPTION]... path [path ...]", 1, True,
+     "nothing importable was found in /d/a.txt"),
+    ("No imports due to errors!\n==> Summary", 0, True, "the importer found files in /d/a.txt"),
+])
+def test_the_importers_own_words_become_a_plain_description(
+        said: str, code: int, errs: bool, start: str) -> None:
+    found = verdict(_run(said, code, errs), [Path("/d/a.txt")])
+    assert found is not None and found.problem.startswith(start) and not found.transient
+
+
+@pytest.mark.parametrize("said, errs", [
+    ("Ice.ConnectionLostException\n    error = 0", True),
+    ("omero.ObjectNotExistException", True),
+    ("ServerError: INTERNAL_EXCEPTION", True),
+    ("", False),
+])
+def test_transient_importer_failures_are_told_apart(said: str, errs: bool) -> None:
+    found = verdict(_run(said, 2, errs), [Path("/d/a.tif")])
+    assert found is not None and found.transient
+
+
+# --- 1. a valid session for every step ----------------------------------------
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Session:
+    def __init__(self, ttl_ms: int, opened: list[Any]):
+        self.ttl_ms, self.key, self.closed = ttl_ms, f"key-{len(opened)}", False
+        opened.append(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_session_is_renewed_before_a_step_it_would_not_outlive() -> None:
+    clock, opened = _Clock(), []  # type: list[_Session]
+    keeper = SessionKeeper(lambda ttl: _Session(ttl, opened), ttl_ms=6_000_000, log=LOG,
+                           clock=clock)
+    run_session = keeper.for_step(6 * 3600)  # the importer run: longer than the default TTL
+    assert run_session.ttl_ms == int((6 * 3600 + MARGIN) * 1000)  # type: ignore[attr-defined]
+    clock.now += 1
+    assert keeper.for_step(6 * 3600) is run_session  # asked again at once: the same one
+    clock.now += 3600
+    assert keeper.for_step(600) is run_session  # still lives long enough
+    clock.now += 5 * 3600 - 300  # the run took almost all of import_timeout
+    renewed = keeper.for_step(600)
+    assert renewed is not run_session and run_session.closed  # type: ignore[attr-defined]
+    assert renewed.ttl_ms == 6_000_000  # type: ignore[attr-defined]
+    keeper.renew()  # e.g. before a run tried again after a lost connection
+    fresh = keeper.for_step(600)
+    assert fresh is not renewed and renewed.closed  # type: ignore[attr-defined]
+    keeper.close()
+    assert fresh.closed and keeper.opened == 3  # type: ignore[attr-defined]
+
+
+def test_a_step_whose_session_the_server_ended_runs_again_in_a_new_one() -> None:
+    opened: list[_Session] = []
+    keeper = SessionKeeper(lambda ttl: _Session(ttl, opened), ttl_ms=60_000, log=LOG)
+    calls = []
+
+    def step(session: Any) -> str:
+        calls.append(session.key)
+        if len(calls) == 1:
+            raise SessionLost("the OMERO session at x ended (SessionTimeoutException)")
+        return "done"
+
+    assert keeper.run(step) == "done"
+    assert calls == ["key-0", "key-1"] and opened[0].closed
+
+
+# --- 7. smaller items ------------------------------------------------------------
+
+def test_the_session_file_omero_import_leaves_is_removed(tmp_path: Path) -> None:
+    store = tmp_path / "sessions"
+    mine = store / "localhost" / "alice" / "k-1"
+    other = store / "localhost" / "alice" / "k-2"
+    for path in (mine, other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("omero.sess=…\n")
+    assert forget_session_file(store, "k-1") == [mine]
+    assert not mine.exists() and other.exists()
+    assert forget_session_file(tmp_path / "none", "k-1") == []
+
+
+class _HalfWay:
+    """A session whose second Zarr image fails after creating an Image."""
+
+    def __init__(self) -> None:
+        self.next_id = 40
+
+    def register_zarr_image(self, image: Any, dataset_id: int) -> int:
+        self.next_id += 1
+        if self.next_id == 42:
+            raise PartlyCreated("OMERO at x refused: SecurityViolation", ("Image 42",))
+        return self.next_id
+
+
+def test_a_zarr_registration_failing_half_way_names_what_it_created(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from omero_adi.importing import zarr_register
+    from omero_adi.importing.zarr_meta import ZarrContent, ZarrSource
+    from omero_adi.orders import Order
+    from omero_adi.pipeline import OrderFailed
+    from omero_adi.settings import Settings
+
+    def content(uri: str, settings: Any = None) -> ZarrContent:
+        return ZarrContent(ZarrSource(uri, "", True), images=(object(), object()),  # type: ignore[arg-type]
+                           plate=None)
+
+    monkeypatch.setattr(zarr_register, "read_contents",
+                        lambda order, uris, settings: [content(u) for u in uris])
+    order = Order(event_id=1, uuid="u", group="lab", user="alice", destination_id=5,
+                  destination_type="Dataset", files=(tmp_path / "a.zarr",), file_names=("a.zarr",))
+    with caplog.at_level(logging.ERROR), pytest.raises(OrderFailed) as failure:
+        register_zarr(order, [str(tmp_path / "a.zarr")], Settings(), _HalfWay(),  # type: ignore[arg-type]
+                      logging.LoggerAdapter(LOG, {}))
+    assert f"Created for {tmp_path / 'a.zarr'} before the failure: Image 41, Image 42." in str(
+        failure.value)
+    assert "Image 41, Image 42" in caplog.text
