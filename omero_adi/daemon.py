@@ -4,6 +4,11 @@ One loop thread does all the waiting and claiming; ``max_workers`` worker
 threads run orders. The loop sleeps in the :class:`DatabasePoller` until an
 order may be waiting or a worker finishes, and runs its timers: heartbeat
 (only while orders run) and recovery of interrupted orders.
+
+SIGTERM or Ctrl-C stops claiming and lets running orders finish (up to
+``shutdown_timeout``); a second one stops them at once. Either way, an order
+that did not finish is recorded ``Import Failed`` as interrupted, with the
+command that retries it: none is left ``Import Started``.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from omero_adi.logs import order_log
+from omero_adi.notify.service import Notifications
 from omero_adi.orders import OrderRejected, UploadOrderManager
 from omero_adi.pipeline import OrderContext, OrderFailed, OrderHandler
 from omero_adi.poller import DatabasePoller
+from omero_adi.progress import ImportProgress, ProgressThrottle
 from omero_adi.settings import Settings
 from omero_adi.store.models import STAGE_IMPORTED, STAGE_INGEST_FAILED
 from omero_adi.store.queue import Claim, OrderQueue
@@ -31,6 +38,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds a worker may take to wind up after its order was cancelled.
 CANCEL_GRACE = 30.0
+#: Seconds workers get to wind up after a second SIGTERM or Ctrl-C.
+INTERRUPT_GRACE = 5.0
+#: Seconds between looks for a second signal while shutting down.
+SIGNAL_CHECK = 0.2
 #: Seconds before claiming again after the database refused a claim.
 CLAIM_RETRY = 1.0
 
@@ -56,16 +67,22 @@ class Daemon:
         *,
         owner: str | None = None,
         on_event: Callable[[str, Claim, str], None] | None = None,
+        notifications: Notifications | None = None,
     ):
         self.settings = settings
         self.engine = engine
         self.handler = handler
-        self.queue = OrderQueue(engine, owner)
+        #: The outbox sender and the in-place guard, on their own threads.
+        self.notifications = notifications or Notifications(settings)
+        self.queue = OrderQueue(engine, owner, outbox=self.notifications.outbox)
         self.manager = UploadOrderManager(settings)
         self.on_event = on_event
         self.poller = DatabasePoller(engine, settings)
         self.claims: queuelib.Queue[Claim | None] = queuelib.Queue()
-        self.running: set[str] = set()
+        #: The orders the workers hold, by uuid.
+        self.running: dict[str, Claim] = {}
+        #: How far the running orders' imports are (as last recorded), by uuid.
+        self.progress: dict[str, ImportProgress] = {}
         self.running_lock = threading.Lock()
         #: Notified whenever an order leaves ``running``.
         self.order_done = threading.Condition(self.running_lock)
@@ -73,6 +90,8 @@ class Daemon:
         #: Set once the loop has stopped claiming (a claim under way at stop() ends first).
         self.claiming_stopped = threading.Event()
         self.cancelled = threading.Event()
+        #: When a second stop request came (monotonic): running orders are stopped at once.
+        self.interrupted_at: float | None = None
         self.workers: list[threading.Thread] = []
         #: When the loop last went round (monotonic): its liveness, for /healthz.
         self.loop_seen = time.monotonic()
@@ -83,9 +102,20 @@ class Daemon:
         self.stopping.set()
         self.poller.wake()
 
+    def interrupt(self) -> None:
+        """Stop now: cancel running orders instead of waiting for them (signal-safe)."""
+        if self.interrupted_at is None:
+            self.interrupted_at = time.monotonic()
+        self.cancelled.set()
+        self.stop()
+
     def install_signal_handlers(self) -> None:
+        """The first SIGTERM or SIGINT stops the daemon; the second interrupts it."""
+        def handle(signum: int, frame: Any) -> None:
+            (self.interrupt if self.stopping.is_set() else self.stop)()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.stop())
+            signal.signal(signum, handle)
 
     def run(self) -> None:
         """Serve orders until :meth:`stop`; then shut down cleanly."""
@@ -94,6 +124,7 @@ class Daemon:
             worker = threading.Thread(target=self._work, name=f"worker-{number}", daemon=True)
             worker.start()
             self.workers.append(worker)
+        self.notifications.start()
         self._loop()
         self.claiming_stopped.set()
         self._shutdown()
@@ -138,7 +169,7 @@ class Daemon:
             if claim is None:
                 return False
             with self.running_lock:
-                self.running.add(claim.uuid)
+                self.running[claim.uuid] = claim
             self._emit("claimed", claim, "")
             self.claims.put(claim)
         return self._free_slots() == 0
@@ -173,7 +204,8 @@ class Daemon:
                 self._finish(claim, stage, description)
             finally:
                 with self.order_done:
-                    self.running.discard(claim.uuid)
+                    self.running.pop(claim.uuid, None)
+                    self.progress.pop(claim.uuid, None)
                     self.order_done.notify_all()
                 self.poller.wake()
 
@@ -207,6 +239,8 @@ class Daemon:
                 record_stage=lambda stage, text: self._record(claim, stage, text),
                 cancelled=self.cancelled,
                 emit=lambda what, detail: self._emit(what, claim, detail),
+                record_imported=lambda imported: self.notifications.guard.record(order, imported),
+                progress=ProgressThrottle(lambda progress: self._progress(claim, progress)),
             )
             order_logger.info("running order of %s/%s: %d path(s) into %s %s", order.group,
                               order.user, len(order.files), order.destination_type,
@@ -231,18 +265,59 @@ class Daemon:
         self.queue.record_stage(claim, stage, description)
         self._emit("stage", claim, stage)
 
+    def _progress(self, claim: Claim, progress: ImportProgress) -> None:
+        """Keep the latest progress for /metrics and write it to ``adi_progress``;
+        a database that is away only costs this write."""
+        with self.running_lock:
+            self.progress[claim.uuid] = progress
+        try:
+            self.queue.record_progress(claim, progress)
+        except SQLAlchemyError as exc:
+            log.warning("order %s: could not record progress (%s)", claim.uuid,
+                        type(exc).__name__)
+
     # --- shutdown ------------------------------------------------------------
     def _shutdown(self) -> None:
-        log.info("stopping: no new orders; waiting up to %.0fs for %d running",
+        log.info("stopping: no new orders; waiting up to %.0fs for %d running "
+                 "(a second SIGTERM or Ctrl-C stops them at once)",
                  self.settings.shutdown_timeout, len(self.running))
+        deadline = time.monotonic() + self.settings.shutdown_timeout
         with self.order_done:
-            self.order_done.wait_for(lambda: not self.running, self.settings.shutdown_timeout)
+            while self.running and self._until(deadline) > 0:
+                self.order_done.wait(min(self._until(deadline), SIGNAL_CHECK))
         if self._busy():
-            log.warning("shutdown timeout: stopping the running orders")
+            log.warning("%s: stopping the running orders", "second stop request"
+                        if self.interrupted_at is not None else "shutdown timeout")
             self.cancelled.set()
         for _ in self.workers:
             self.claims.put(None)
-        for worker in self.workers:
-            worker.join(timeout=CANCEL_GRACE)  # a stuck one is left to recovery
+        deadline = time.monotonic() + CANCEL_GRACE
+        for worker in self.workers:  # a stuck one is given up on: its order is recorded below
+            while worker.is_alive() and self._until(deadline) > 0:
+                worker.join(min(self._until(deadline), SIGNAL_CHECK))
+        self._record_interrupted()
         self.poller.close()
+        self.notifications.stop()
         log.info("daemon %s stopped", self.queue.owner)
+
+    def _until(self, deadline: float) -> float:
+        """Seconds left before ``deadline``, which a second stop request brings
+        forward to :data:`INTERRUPT_GRACE` after it."""
+        if self.interrupted_at is not None:
+            deadline = min(deadline, self.interrupted_at + INTERRUPT_GRACE)
+        return deadline - time.monotonic()
+
+    def _record_interrupted(self) -> None:
+        """Fail the orders whose workers did not wind up, so none stays
+        ``Import Started`` (a worker that finishes later records nothing)."""
+        with self.running_lock:
+            left = list(self.running.values())
+        for claim in left:
+            description = ("interrupted: the daemon was stopped before the order finished; "
+                           f"retry with `omero-adi retry {claim.uuid}`")
+            try:
+                if self.queue.interrupt(claim, description):
+                    log.warning("order %s: %s", claim.uuid, description)
+            except SQLAlchemyError as exc:
+                log.error("order %s: could not record the interruption (%s); recovery "
+                          "will finalise it", claim.uuid, type(exc).__name__)

@@ -23,11 +23,12 @@ import urllib.error
 import urllib.request
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from omero_adi.notify.guard import state_counts
 from omero_adi.settings import Settings, SettingsError, load_settings
 from omero_adi.store.models import FINAL_STAGES, STAGE_INGEST_STARTED
 from omero_adi.store.queries import run
@@ -96,6 +97,12 @@ class DaemonMetrics:
             "('timeout' when it was killed for running too long).",
             ["code"], registry=self.registry,
         )
+        self.guard_files = prom.Gauge(
+            "omero_adi_guard_files", "Files imported in place, by what the in-place guard "
+            "last found: ok, missing, moved, changed, unreadable (all daemons).",
+            ["state"], registry=self.registry,
+        )
+        self.registry.register(ProgressCollector(daemon))
         prom.ProcessCollector(registry=self.registry)
         self._lock = threading.Lock()
         self._in_stage: dict[int, tuple[str, float]] = {}
@@ -130,6 +137,8 @@ class DaemonMetrics:
         try:
             with self.daemon.engine.connect() as connection:
                 self.waiting.set(run(connection, "queue_waiting").scalar_one())
+                for state, count in state_counts(connection).items():
+                    self.guard_files.labels(state).set(count)
                 if claimed:
                     for (seconds,) in run(connection, "pickup_seconds", event_ids=claimed):
                         self.pickup.observe(max(float(seconds), 0.0))
@@ -139,6 +148,31 @@ class DaemonMetrics:
             with self._lock:
                 self._new_claims.extendleft(reversed(claimed))
         return bytes(self._latest(self.registry))
+
+
+class ProgressCollector:
+    """``omero_adi_import_filesets{uuid, count}``: how far each running order's
+    import is, read from the daemon at every scrape (finished orders drop out)."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(
+            "omero_adi_import_filesets",
+            "Filesets of each running order: imported so far (count=imported) and found "
+            "by the importer's scan (count=total, once known).",
+            labels=["uuid", "count"],
+        )
+        with self.daemon.running_lock:
+            progress = dict(self.daemon.progress)
+        for uuid, state in progress.items():
+            family.add_metric([uuid, "imported"], state.filesets_done)
+            if state.filesets_total is not None:
+                family.add_metric([uuid, "total"], state.filesets_total)
+        yield family
 
 
 class Health:

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal, Mapping, Sequence
 
+from omero_adi.import_options import (
+    ImportOptions,
+    ImportOptionsError,
+    UnsupportedImportOperation,
+    parse_import_options,
+)
 from omero_adi.settings import Settings
 
 DestinationType = Literal["Dataset", "Screen"]
@@ -38,6 +44,7 @@ class EventRow:
     files: Any  # decoded JSON when it was JSON, the raw text otherwise
     file_names: Any
     preprocessing: PreprocessingRow | None = None
+    import_options: Any = None  # decoded JSON, as files
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class Order:
     files: tuple[Path, ...]
     file_names: tuple[str, ...]
     preprocessing: PreprocessingSpec | None = None
+    import_options: ImportOptions = field(default_factory=ImportOptions)
 
     @property
     def file_texts(self) -> tuple[str, ...]:
@@ -93,6 +101,11 @@ class Order:
         return tuple(
             "s3://" + str(p)[4:] if str(p).startswith("s3:/") else str(p) for p in self.files
         )
+
+
+def is_zarr(path: str) -> bool:
+    """An OME-Zarr store, registered instead of imported with ``use_register_zarr``."""
+    return path.rstrip("/").lower().endswith(".zarr")
 
 
 def default_file_names(files: Sequence[Any]) -> list[str]:
@@ -153,6 +166,7 @@ class UploadOrderManager:
         if destination_id <= 0:
             raise OrderRejected(f"destination_id {destination_id} must be a positive id")
         files = tuple(self._check_path(p) for p in _file_list(row.files))
+        options = self._import_options(row, files)
         return Order(
             event_id=row.event_id,
             uuid=row.uuid,
@@ -163,6 +177,7 @@ class UploadOrderManager:
             files=files,
             file_names=self._file_names(row.file_names, files),
             preprocessing=self._preprocessing(row.preprocessing),
+            import_options=options,
         )
 
     def _check_path(self, raw: str) -> Path:
@@ -185,13 +200,33 @@ class UploadOrderManager:
             allowed = ", ".join(str(r) for r in self.roots)
             via = f" (it resolves to {real})" if str(real) != raw.rstrip("/") else ""
             raise OrderRejected(
-                f"path {raw!r} is outside the import roots{via}; allowed: {allowed}"
+                f"path {raw!r} is outside the import roots{via}; allowed: {allowed} "
+                "(the settings base_dir and allowed_roots name them)"
             )
         if not real.exists():
             raise OrderRejected(f"file {raw!r} does not exist (check the path and the mount)")
         if not os.access(real, os.R_OK) or (real.is_dir() and not os.access(real, os.X_OK)):
             raise OrderRejected(f"file {raw!r} is not readable by the import daemon")
         return path
+
+    def _import_options(self, row: EventRow, files: Sequence[Path]) -> ImportOptions:
+        """The order's ImportOptions, when this importer can honour every one of them."""
+        try:
+            options = parse_import_options(row.import_options)
+            options.check_supported()
+        except (ImportOptionsError, UnsupportedImportOperation) as exc:
+            raise OrderRejected(str(exc)) from None
+        if options.uses_label:
+            zarr = [p for p in files if is_zarr(str(p))]
+            why = ("use_register_zarr is off" if not self.settings.use_register_zarr else
+                   "the order names no .zarr store" if not zarr else
+                   f"the destination is a {row.destination_type}, not a Screen"
+                   if row.destination_type != "Screen" else "")
+            if why:
+                raise OrderRejected(
+                    "ImportOptions platePixelSource 'label' applies only to registering an "
+                    f"OME-Zarr plate into a Screen, and {why}; nothing was imported")
+        return options
 
     @staticmethod
     def _file_names(raw: Any, files: Sequence[Path]) -> tuple[str, ...]:

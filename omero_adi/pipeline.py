@@ -12,10 +12,14 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from omero_adi.orders import Order
+from omero_adi.progress import ImportProgress
 from omero_adi.settings import Settings
+
+if TYPE_CHECKING:
+    from omero_adi.importing.results import ImportedFileset
 
 
 class OrderFailed(Exception):
@@ -37,6 +41,11 @@ class OrderContext:
     cancelled: threading.Event
     #: Report an observation (e.g. ``importer_exit``, ``"0"``) to the daemon's metrics.
     emit: Callable[[str, str], None] = field(default=lambda what, detail: None)
+    #: Report the filesets an import created in place (the in-place guard records them).
+    record_imported: Callable[[Sequence[ImportedFileset]], None] = field(
+        default=lambda imported: None)
+    #: Report how far the import is (as often as you like: the daemon throttles).
+    progress: Callable[[ImportProgress], None] = field(default=lambda progress: None)
 
     @property
     def log_dir(self) -> Path:

@@ -92,6 +92,8 @@ class DatabasePoller:
 
     def wake(self) -> None:
         """Make :meth:`wait` return now (safe from any thread or signal handler)."""
+        if self._wake_w < 0:
+            return  # closed: a worker that outlived the shutdown
         try:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
@@ -126,3 +128,4 @@ class DatabasePoller:
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1  # the numbers may soon name other files

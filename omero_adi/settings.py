@@ -8,9 +8,9 @@ against this class, so the two cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
-import math
 import os
 import re
 import types
@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from omero_adi.notify.config import NotifySettings
+from omero_adi.settings_values import SettingsError, convert
+from omero_adi.watch.rules import RuleError, WatchRule, check_roots, parse_rules
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +47,11 @@ ENVIRONMENT = {
     "ADI_RUN_MIGRATIONS": "run_migrations",
     "ADI_ALLOW_AUTO_STAMP": "allow_auto_stamp",
     "CONTAINER_HOST": "podman_url",
+    "PROCESSED_DATA_FOLDER": "processed_data_folder",
+    "PODMAN_BIND_RETRY_ATTEMPTS": "podman_bind_retry_attempts",
+    "PODMAN_BIND_RETRY_DELAY_SECONDS": "podman_bind_retry_delay_seconds",
+    "SQLALCHEMY_URL": "sqlalchemy_url",
 }
-
-
-class SettingsError(ValueError):
-    """A settings file or variable is missing, unreadable or has a wrong value."""
 
 
 def _setting(default: Any, doc: str, **extra: Any) -> Any:
@@ -62,14 +66,20 @@ class Settings:
     # --- order store -------------------------------------------------------
     ingest_tracking_db: str = _setting(
         DEFAULT_SQLITE_URL,
-        "SQLAlchemy URL of the order database (PostgreSQL in production). "
-        "Without one, a SQLite file in the working directory is used.",
+        "URL of the order database: postgresql:// (or postgres://) in production, "
+        "sqlite:/// for a single machine. Without one, a SQLite file in the working "
+        "directory is used.",
     )
     run_migrations: bool = _setting(True, "Run database migrations at start-up.")
     allow_auto_stamp: bool = _setting(
         False,
         "Adopt a database whose ADI tables exist but carry no migration version "
         "(created by the earlier ADI or by a client's create_all).",
+    )
+    sqlalchemy_url: str = _setting(
+        "",
+        "Database that `omero-adi migrate` migrates when ingest_tracking_db is not set "
+        "(BIOMERO.importer's fallback).",
     )
     # --- logging -----------------------------------------------------------
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL.", choices=(
@@ -124,7 +134,8 @@ class Settings:
         5, "Attempts to reach OMERO before an order fails.", minimum=1
     )
     ttl_for_user_conn: int = _setting(
-        6_000_000, "Lifetime of a user's OMERO session (milliseconds).", minimum=1000
+        6_000_000, "Lifetime of a user's OMERO session (milliseconds); the session an "
+        "importer run joins lives at least import_timeout + 60 s.", minimum=1000
     )
     parallel_upload_per_worker: int = _setting(2, "--parallel-upload of the importer.", minimum=1)
     parallel_filesets_per_worker: int = _setting(
@@ -143,6 +154,11 @@ class Settings:
     managed_repository: str = _setting(
         "/OMERO/ManagedRepository", "The OMERO server's ManagedRepository, as ADI sees it."
     )
+    annotation_namespace: str = _setting(
+        "omeroadi.import",
+        "Namespace of the key-value annotation on imported images and plates "
+        "(BIOMERO.importer uses biomero.import).",
+    )
     # --- preprocessing -----------------------------------------------------
     podman_url: str = _setting(
         "", "Podman API socket (unix://…); empty: the usual socket paths, then the podman CLI."
@@ -157,13 +173,43 @@ class Settings:
     inplace_tmp_root: str = _setting(
         "/OMERO/OMERO_inplace", "Local folder for preprocessed copies, one subfolder per order."
     )
+    processed_data_folder: str = _setting(
+        ".processed",
+        "Folder beside the originals for the converted copies (and metadata.csv): one "
+        "name, not a path. Choose it before the first import: links point into it.",
+    )
+    podman_bind_retry_attempts: int = _setting(
+        3, "Runs of a container whose bind mount fails as busy (EBUSY, CIFS/DFS shares).",
+        minimum=1,
+    )
+    podman_bind_retry_delay_seconds: float = _setting(
+        2.0, "Seconds before running such a container again.", minimum=0
+    )
+    # --- watch folders -----------------------------------------------------
+    watch: list[WatchRule] = _setting(
+        [], "Watch rules: folders whose complete new files or acquisition folders become "
+        "orders by themselves (docs/watch.md; the keys of a rule are listed below).",
+        parse=parse_rules, type_name="list of rules",
+    )
     # --- observability -----------------------------------------------------
     metrics_port: int = _setting(
         0, "Port of the /healthz and /metrics endpoint; 0 turns it off.", minimum=0
     )
+    # --- notifications and the in-place guard (docs/notifications.md) -------
+    notify: NotifySettings = _setting(
+        NotifySettings(), "Notifications by e-mail and webhook (a section; keys below)."
+    )
+    guard_interval: float = _setting(
+        86400.0,
+        "Seconds over which the in-place guard checks every imported file once "
+        "(one stat each, spread evenly); 0 turns the periodic check off.",
+        minimum=0,
+    )
     # --- health check (tests/system_check.py) ------------------------------
     preprocessing: bool = _setting(False, "System check: order with preprocessing.")
-    sample_image: str = _setting("", "System check: sample image to import.")
+    sample_image: str = _setting(
+        "/auto-importer/tests/Barbie.tif", "System check: sample image to import."
+    )
     sample_group: str = _setting("", "System check: OMERO group.")
     sample_user: str = _setting("", "System check: OMERO user.")
     sample_parent_id: str = _setting("", "System check: Dataset or Screen id.")
@@ -174,9 +220,28 @@ class Settings:
     sample_pre_outalt: str = _setting("/out", "System check: alternative output folder.")
     sample_pre_save: str = _setting("", "System check: `saveoption` extra parameter.")
 
+    def __post_init__(self) -> None:
+        folder = self.processed_data_folder
+        if not folder.strip() or "/" in folder or "\\" in folder or folder in (".", ".."):
+            raise SettingsError(
+                f"setting 'processed_data_folder' must be one folder name, got {folder!r}")
+        object.__setattr__(self, "watch", [  # the watcher never orders the converted copies
+            dataclasses.replace(rule, processed_folder=folder) for rule in self.watch])
+        try:
+            check_roots(self.watch, [self.base_dir, *self.allowed_roots])
+        except RuleError as exc:
+            raise SettingsError(str(exc)) from None
+
     @property
     def database_is_default(self) -> bool:
         return self.ingest_tracking_db == DEFAULT_SQLITE_URL
+
+    @property
+    def migration_url(self) -> str:
+        """The database to migrate: ingest_tracking_db, else sqlalchemy_url when set."""
+        if self.database_is_default and self.sqlalchemy_url:
+            return self.sqlalchemy_url
+        return self.ingest_tracking_db
 
     def skip_flags(self) -> list[str]:
         """The importer's --skip options, as the settings ask."""
@@ -193,22 +258,22 @@ class Settings:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.metadata.get("secret") and value:
-                value = "***"
-            elif f.name == "ingest_tracking_db":
+            if f.name in ("ingest_tracking_db", "sqlalchemy_url"):
                 value = mask_url(value)
-            out[f.name] = value
+            out[f.name] = _described(value, f)
         return out
 
 
-def parse_bool(text: str) -> bool | None:
-    """``1/true/yes/on`` or ``0/false/no/off/""`` (any case); None for anything else."""
-    word = text.strip().lower()
-    if word in {"1", "true", "yes", "on"}:
-        return True
-    if word in {"0", "false", "no", "off", ""}:
-        return False
-    return None
+def _described(value: Any, f: dataclasses.Field[Any]) -> Any:
+    """A value for the log: secrets masked, sections as mappings."""
+    if f.metadata.get("secret") and value:
+        return "***"
+    if dataclasses.is_dataclass(value):
+        return {sub.name: _described(getattr(value, sub.name), sub)
+                for sub in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [_described(item, f) for item in value]
+    return value
 
 
 def mask_url(url: str) -> str:
@@ -220,48 +285,6 @@ def mask_url(url: str) -> str:
 
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(Settings)
-
-
-def _convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bool) -> Any:
-    """Check one value against its declared type; return it converted."""
-    where = f"environment variable for {key!r}" if from_env else f"setting {key!r}"
-    origin = typing.get_origin(kind)
-    if kind is bool:
-        value: Any = raw if isinstance(raw, bool) else (
-            parse_bool(raw) if isinstance(raw, str) else None)
-        if value is None:
-            raise SettingsError(f"{where} must be true or false, got {raw!r}")
-    elif kind in (int, float):
-        try:
-            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-                raise ValueError
-            number = float(raw)
-            if not math.isfinite(number) or (kind is int and not number.is_integer()):
-                raise ValueError
-        except ValueError:
-            noun = "a whole number" if kind is int else "a number"
-            raise SettingsError(f"{where} must be {noun}, got {raw!r}") from None
-        value = kind(number)
-        if "minimum" in meta and value < meta["minimum"]:
-            raise SettingsError(f"{where} must be at least {meta['minimum']}, got {raw!r}")
-    elif kind is str:
-        if isinstance(raw, (dict, list)) or raw is None:
-            raise SettingsError(f"{where} must be text, got {raw!r}")
-        value = str(raw)
-        choices = meta.get("choices")
-        if choices:
-            value = value.upper()
-            if value not in choices:
-                raise SettingsError(f"{where} must be one of {', '.join(choices)}, got {raw!r}")
-    elif origin is list:
-        if isinstance(raw, str):
-            raw = [part for part in re.split(r"[,\n]", raw) if part.strip()]
-        if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-            raise SettingsError(f"{where} must be a list of text, got {raw!r}")
-        value = [v.strip() for v in raw]
-    else:  # pragma: no cover - every declared type is handled above
-        raise TypeError(f"unsupported settings type {kind!r}")
-    return value
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -281,33 +304,51 @@ def read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def unknown_key(key: str) -> str:
+    """The warning for a key no setting has, naming the nearest known one."""
+    nearest = difflib.get_close_matches(key, [*_field_types(), *LEGACY_KEYS], n=1)
+    hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+    return f"unknown settings key {key!r} is ignored{hint}"
+
+
 def build_settings(
-    values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    values: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+    unknown: list[str] | None = None,
 ) -> Settings:
-    """Validate raw values (file contents) and apply the environment on top."""
+    """Validate raw values (file contents) and apply the environment on top.
+
+    Warnings about unknown keys go to ``unknown`` when given (the caller logs
+    them once its log is set up), else to the log at once.
+    """
     environ = os.environ if environ is None else environ
     kinds = _field_types()
     metas = {f.name: f.metadata for f in dataclasses.fields(Settings)}
     accepted: dict[str, Any] = {}
     for key, raw in values.items():
         if key in LEGACY_KEYS:
-            log.warning("settings key %r belongs to the old file-based system and is ignored", key)
+            log.warning("settings key %r belongs to the old file-based system and is ignored%s",
+                        key, " by the daemon (tests/t_main.py reads it)"
+                        if key == "group_list" else "")
         elif key not in kinds:
-            log.warning("unknown settings key %r is ignored", key)
+            if unknown is None:
+                log.warning("%s", unknown_key(key))
+            else:
+                unknown.append(unknown_key(key))
         elif raw is None:
             continue  # an empty YAML value keeps the default
         else:
-            accepted[key] = _convert(key, raw, kinds[key], metas[key], from_env=False)
+            accepted[key] = convert(key, raw, kinds[key], metas[key], from_env=False)
     for variable, key in ENVIRONMENT.items():
         if variable in environ:
-            if key in ("podman_url", "ingest_tracking_db") and not environ[variable].strip():
+            if key in ("podman_url", "ingest_tracking_db", "sqlalchemy_url") and not environ[variable].strip():
                 continue  # set but empty (as compose files pass them on): unset
-            accepted[key] = _convert(key, environ[variable], kinds[key], metas[key], from_env=True)
+            accepted[key] = convert(key, environ[variable], kinds[key], metas[key], from_env=True)
     return Settings(**accepted)
 
 
 def load_settings(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+    unknown: list[str] | None = None,
 ) -> Settings:
     """Settings from ``path``, else ``$ADI_SETTINGS``, else ``config/settings.yml``.
 
@@ -321,20 +362,32 @@ def load_settings(
     else:
         log.info("no %s found; using defaults and the environment", chosen)
         values = {}
-    return build_settings(values, environ)
+    return build_settings(values, environ, unknown)
 
 
 def settings_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(Settings)]
 
 
-def setting_docs() -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, meaning) for every setting, for the docs."""
-    kinds = _field_types()
+def setting_docs(section: Any = Settings, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, meaning) for every setting, for the docs; the keys
+    of a section (``notify``) follow as ``notify.<key>``, those of a list of
+    mappings as ``notify.webhooks[].<key>``."""
+    kinds = typing.get_type_hints(section)
     rows = []
-    for f in dataclasses.fields(Settings):
+    for f in dataclasses.fields(section):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         kind = kinds[f.name]
-        name = kind.__name__ if isinstance(kind, type) and not isinstance(kind, types.GenericAlias) else str(kind)
-        rows.append((f.name, name, default, f.metadata["doc"]))
+        item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
+        if dataclasses.is_dataclass(kind):
+            rows += setting_docs(kind, f"{prefix}{f.name}.")
+            continue
+        name = f.metadata.get("type_name") or (
+            kind.__name__ if isinstance(kind, type) and not isinstance(kind, types.GenericAlias)
+            else str(kind))
+        if "type_name" not in f.metadata and isinstance(item, type) and dataclasses.is_dataclass(item):
+            rows.append((prefix + f.name, f"list[{item.__name__}]", default, f.metadata["doc"]))
+            rows += setting_docs(item, f"{prefix}{f.name}[].")
+            continue
+        rows.append((prefix + f.name, name, default, f.metadata["doc"]))
     return rows

@@ -189,14 +189,16 @@ PYEOF
         || die "could not add the parallel-compile hook to setup.py"
     export ICE_BUILD_JOBS=$jobs
     # Build isolation gives the legacy setup.py the setuptools + wheel it needs
-    # regardless of what the target environment has installed. setuptools is
+    # regardless of what the target environment has installed (--use-pep517: a
+    # pip before 23.1, such as Debian bookworm's in a new venv, would otherwise
+    # run setup.py in that environment, which has no wheel). setuptools is
     # capped at the newest release this build was verified with (the setup.py
     # still imports distutils, which setuptools provides as a shim).
     CONSTRAINTS="$WORK/build-constraints.txt"
     echo 'setuptools<85' > "$CONSTRAINTS"
     log "compiling zeroc-ice $ICE_VERSION with $jobs parallel jobs (takes several minutes)"
     start=$(date +%s)
-    PIP_CONSTRAINT="$CONSTRAINTS" "$PYTHON" -m pip wheel --no-deps -w "$WHEEL_DIR" "$SRC" \
+    PIP_CONSTRAINT="$CONSTRAINTS" "$PYTHON" -m pip wheel --no-deps --use-pep517 -w "$WHEEL_DIR" "$SRC" \
         || die "building the zeroc-ice wheel failed (see the compiler output above)"
     log "build finished in $(( $(date +%s) - start ))s"
 

@@ -17,6 +17,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+#: The OMERO double's fixture (``omero_double``), for every test module.
+pytest_plugins = ["tests.omero_double.fixture"]
+
 LOCAL_ADMIN_URLS = (
     "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
     "postgresql+psycopg2://root@127.0.0.1:5432/postgres",
@@ -99,6 +102,7 @@ def _clean_adi_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
         "INGEST_TRACKING_DB_URL", "ADI_SETTINGS", "ADI_RUN_MIGRATIONS", "ADI_ALLOW_AUTO_STAMP",
         "OMERO_HOST", "OMERO_PORT", "OMERO_USER", "OMERO_PASSWORD", "PODMAN_USERNS_MODE",
-        "USE_REGISTER_ZARR", "CONTAINER_HOST",
+        "USE_REGISTER_ZARR", "CONTAINER_HOST", "PROCESSED_DATA_FOLDER", "SQLALCHEMY_URL",
+        "PODMAN_BIND_RETRY_ATTEMPTS", "PODMAN_BIND_RETRY_DELAY_SECONDS", "BIOMERO_SHALLOW_ZARR",
     ):
         monkeypatch.delenv(name, raising=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -60,6 +61,13 @@ def legacy_retry(engine: sa.Engine, uuid: str) -> None:
 def current_stage(engine: sa.Engine, uuid: str) -> str | None:
     history = stages(engine, uuid)
     return history[-1][0] if history else None
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on once the probe socket closes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -250,6 +250,22 @@ def test_requeue_setting_puts_interrupted_orders_back(store, data) -> None:
         STAGE_IMPORTED]
 
 
+def test_an_order_set_back_to_pending_while_it_runs_is_not_claimed_again(store, data) -> None:
+    settings, engine = store
+    insert_order(engine, "still-running", [str(data / "image.tif")])
+    running = OrderQueue(engine, owner="busy-host:1:x")
+    claim = running.claim_next()
+    assert claim is not None
+    legacy_retry(engine, "still-running")  # the latest_event query's `running` says no
+    assert OrderQueue(engine, owner="other-host:2:y").claim_next() is None
+    with engine.connect() as connection:
+        outcomes = connection.execute(sa.text(
+            "SELECT outcome FROM adi_queue WHERE uuid = 'still-running' AND claimed_by IS NULL"
+        )).scalars().all()
+    assert outcomes and set(outcomes) == {"superseded"}
+    assert running.finish(claim, STAGE_IMPORTED, "done") is True
+
+
 def test_a_finished_claim_is_not_finalised_twice(store, data) -> None:
     settings, engine = store
     insert_order(engine, "late-finish", [str(data / "image.tif")])

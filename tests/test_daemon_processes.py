@@ -119,3 +119,33 @@ def test_sigterm_during_a_long_order_records_interrupted_by_shutdown(setup) -> N
     assert daemon.wait(timeout=30) == 0
     stage, description = stages(engine, "long")[-1]
     assert stage == STAGE_INGEST_FAILED and (description or "").startswith("interrupted by shutdown")
+
+
+@pytest.mark.parametrize(("stuck", "first", "second"), [
+    (False, signal.SIGTERM, signal.SIGTERM),
+    (True, signal.SIGINT, signal.SIGINT),
+    (True, signal.SIGTERM, signal.SIGINT),
+])
+def test_a_second_signal_stops_running_orders_at_once(setup, stuck, first, second) -> None:
+    """shutdown_timeout is two minutes: only the second signal can end it sooner.
+    A stuck handler never winds up; the daemon records its order itself."""
+    engine, base, daemons = setup
+    log = daemons.log_dir / "daemon-0.log"
+    daemon = daemons.start("--block-on", str(daemons.log_dir / "never"), "--workers", "2",
+                           "--shutdown-timeout", "120", *(["--stuck"] if stuck else []))
+    for uuid in ("first", "second"):
+        insert_order(engine, uuid, [str(base / "image.tif")])
+    wait_for(lambda: set(daemons.runs()) == {"first", "second"}, what="both orders to run")
+    daemon.send_signal(first)
+    wait_for(lambda: "stopping: no new orders" in log.read_text(), what="the first signal")
+    daemon.send_signal(second)
+    assert daemon.wait(timeout=30) == 0
+    for uuid in ("first", "second"):
+        stage, description = stages(engine, uuid)[-1]
+        assert stage == STAGE_INGEST_FAILED
+        assert description is not None and description.startswith("interrupted")
+        assert description.endswith(f"retry with `omero-adi retry {uuid}`")
+    with engine.connect() as connection:
+        open_claims = connection.execute(
+            sa.text("SELECT count(*) FROM adi_queue WHERE finished_at IS NULL")).scalar_one()
+    assert open_claims == 0

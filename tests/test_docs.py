@@ -8,6 +8,7 @@ import json
 import re
 import runpy
 import shlex
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,7 +32,7 @@ def test_every_key_and_variable_is_listed_with_its_default() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     defaults = {key: default for key, _kind, default, _doc in setting_docs()}
     for key, default in defaults.items():
-        assert re.search(rf"^\| `{key}` \| [^|]+ \| `{re.escape(json.dumps(default))}` \|",
+        assert re.search(rf"^\| `{re.escape(key)}` \| [^|]+ \| `{re.escape(json.dumps(default))}` \|",
                          text, re.M), key
     for variable, key in ENVIRONMENT.items():
         assert f"| `{variable}` | `{key}` | `{json.dumps(defaults[key])}` |" in text
@@ -88,7 +89,8 @@ def test_documented_command_lines_parse_with_their_flags() -> None:
 def test_the_metrics_table_lists_exactly_the_metrics_served() -> None:
     from omero_adi.metrics import DaemonMetrics  # needs the metrics extra, as test_metrics does
 
-    registry = DaemonMetrics(SimpleNamespace(running=set())).registry  # type: ignore[arg-type]
+    daemon = SimpleNamespace(running={}, progress={}, running_lock=threading.Lock())
+    registry = DaemonMetrics(daemon).registry  # type: ignore[arg-type]
     served = {f"{family.name}_total" if family.type == "counter" else family.name
               for family in registry.collect() if family.name.startswith("omero_adi_")}
     text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")

@@ -23,13 +23,7 @@ from omero_adi.pipeline import OrderContext, OrderFailed
 from omero_adi.settings import Settings, build_settings
 from omero_adi.store.models import STAGE_PREPROCESSING
 from omero_adi.store.session import open_store
-from tests.helpers import current_stage, insert_order, running_daemon, wait_for
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers import current_stage, free_port, insert_order, running_daemon, wait_for
 
 
 @pytest.fixture

@@ -23,14 +23,19 @@ import yaml
 from omero_adi.store import migrate
 from omero_adi.store.db import make_engine
 
-HEAD = "5c2e9a7f1b40"
+HEAD = "d1f7b3a5c436"
 LEGACY = "78d3d6d84aec"
+#: BIOMERO.importer's revision (and head): adds imports.import_options.
+SUCCESSOR = "92e8f9e637a1"
 REPO = Path(__file__).resolve().parents[1]
 
 IMPORT_COLUMNS = {
     "id", "group_name", "user_name", "destination_id", "destination_type", "stage", "uuid",
-    "timestamp", "files", "file_names", "description", "preprocessing_id",
+    "timestamp", "files", "file_names", "description", "preprocessing_id", "import_options",
 }
+#: The columns the earlier ADI's rows have (compared across migrations that add others).
+LEGACY_COLUMNS = ("id, group_name, user_name, destination_id, destination_type, stage, uuid,"
+                  " timestamp, files, file_names, description, preprocessing_id")
 NOT_NULL = {"id", "group_name", "user_name", "destination_id", "destination_type", "stage",
             "uuid", "files"}
 PREPROCESSING_COLUMNS = {
@@ -38,8 +43,10 @@ PREPROCESSING_COLUMNS = {
 }
 
 
-def _legacy_ddl(dialect: str, description: bool = True) -> list[str]:
-    """The tables the earlier ADI created (``create_all``), as contracts §1 lists them."""
+def _legacy_ddl(dialect: str, description: bool = True,
+                import_options: bool = False) -> list[str]:
+    """The tables the earlier ADI created (``create_all``), as contracts §1 lists them;
+    with ``import_options``, as BIOMERO.importer's models create them."""
     pk = "SERIAL PRIMARY KEY" if dialect == "postgresql" else "INTEGER PRIMARY KEY AUTOINCREMENT"
     now = "now()" if dialect == "postgresql" else "CURRENT_TIMESTAMP"
     ts = "TIMESTAMP WITH TIME ZONE" if dialect == "postgresql" else "DATETIME"
@@ -65,6 +72,7 @@ def _legacy_ddl(dialect: str, description: bool = True) -> list[str]:
             file_names TEXT,
             {"description TEXT," if description else ""}
             preprocessing_id INTEGER REFERENCES imports_preprocessing (id)
+            {", import_options TEXT" if import_options else ""}
         )""",
         "CREATE INDEX ix_imports_user_name ON imports (user_name)",
         "CREATE INDEX ix_imports_uuid ON imports (uuid)",
@@ -116,8 +124,11 @@ def _seed_foreign(connection: sa.Connection) -> None:
 
 
 def _snapshot(engine: sa.Engine, table: str) -> list[tuple[Any, ...]]:
+    """Every row; of ``imports``, the earlier ADI's columns (others are compared apart)."""
+    columns = LEGACY_COLUMNS if table == "imports" else "*"
     with engine.connect() as connection:
-        return [tuple(r) for r in connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1"))]
+        return [tuple(r) for r in connection.execute(
+            sa.text(f"SELECT {columns} FROM {table} ORDER BY 1"))]
 
 
 def _imports_without_new_columns(engine: sa.Engine) -> list[tuple[Any, ...]]:
@@ -536,5 +547,143 @@ def test_cli_migrate_legacy_database_needs_auto_stamp(make_pg_database: Callable
         assert "(head)" in adopted.stdout
         _assert_head_schema(engine)
         assert len(_snapshot(engine, "imports")) == 5
+    finally:
+        engine.dispose()
+
+
+# --- BIOMERO.importer's revision (contracts §8) ------------------------------------------
+
+FLAT_OPTIONS = {"schema": 1, "platePixelSource": "label", "plateLabelName": "nuclei"}
+ENVELOPE_OPTIONS = {"schema": 2, "registration": {"schema": 1, "platePixelSource": "source"},
+                    "operations": [{"kind": "biomero.shallow-zarr", "phase": "postprocess"}]}
+
+
+def _seed_successor(connection: sa.Connection, version_table: bool = True) -> None:
+    """A database BIOMERO.importer made: its tables, its revision, orders with options."""
+    for ddl in _legacy_ddl(connection.dialect.name, import_options=True):
+        connection.execute(sa.text(ddl))
+    if version_table:
+        connection.execute(sa.text(
+            f"CREATE TABLE {migrate.VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+        connection.execute(sa.text(f"INSERT INTO {migrate.VERSION_TABLE} VALUES ('{SUCCESSOR}')"))
+    _seed(connection)
+    for order, options in (("opt-flat", FLAT_OPTIONS), ("opt-envelope", ENVELOPE_OPTIONS)):
+        connection.execute(sa.text(
+            "INSERT INTO imports (group_name, user_name, destination_id, destination_type, stage,"
+            " uuid, files, file_names, import_options) VALUES ('Lab A', 'alice', '3', 'Screen',"
+            " 'Import Pending', :u, '[\"/data/p.zarr\"]', '[]', :o)"),
+            {"u": order, "o": json.dumps(options)})
+
+
+def _options(engine: sa.Engine) -> dict[str, Any]:
+    with engine.connect() as connection:
+        return {r.uuid: r.import_options for r in connection.execute(sa.text(
+            "SELECT uuid, import_options FROM imports WHERE import_options IS NOT NULL"))}
+
+
+def _successor_chain_upgrades(engine: sa.Engine, tmp_path: Path) -> None:
+    """What BIOMERO.importer does at start-up: ``alembic upgrade head`` with a script
+    directory of only its own two revisions; it fails on a revision it does not know."""
+    from alembic import command
+
+    scripts = tmp_path / "successor_migrations"
+    (scripts / "versions").mkdir(parents=True)
+    source = REPO / "migrations"
+    for name in ("env.py", "script.py.mako"):
+        (scripts / name).write_text((source / name).read_text())
+    for revision in (LEGACY, SUCCESSOR):
+        [path] = (source / "versions").glob(f"{revision}_*.py")
+        (scripts / "versions" / path.name).write_text(path.read_text())
+    with engine.connect() as connection:
+        config = migrate._config(connection)
+        config.set_main_option("script_location", str(scripts))
+        command.upgrade(config, "head")
+        connection.commit()
+
+
+def test_successor_database_reaches_head_with_its_options(any_engine: sa.Engine,
+                                                           tmp_path: Path) -> None:
+    with any_engine.begin() as connection:
+        _seed_successor(connection)
+        _seed_foreign(connection)
+    imports, options = _snapshot(any_engine, "imports"), _options(any_engine)
+    assert _version(any_engine) == SUCCESSOR and len(options) == 2
+
+    assert migrate.upgrade(any_engine) == HEAD  # no auto stamp: it has a version
+    _assert_head_schema(any_engine)
+    assert _snapshot(any_engine, "imports") == imports
+    assert _options(any_engine) == options
+    assert json.loads(options["opt-flat"]) == FLAT_OPTIONS
+    assert _snapshot(any_engine, "other_app_table") == [(1, "keep me"), (2, "me too")]
+    with any_engine.begin() as connection:
+        new_id = _insert_pending(connection, "after-successor")
+    assert _queue(any_engine, "after-successor") == [(new_id, "after-successor")]
+
+    # And back: exactly BIOMERO.importer's revision, which its own chain accepts.
+    assert migrate.downgrade(any_engine, SUCCESSOR) == SUCCESSOR
+    with any_engine.connect() as connection:
+        assert connection.execute(sa.text(
+            f"SELECT version_num FROM {migrate.VERSION_TABLE}")).scalars().all() == [SUCCESSOR]
+    assert "adi_queue" not in sa.inspect(any_engine).get_table_names()
+    assert not _has_queue_trigger(any_engine)
+    assert _options(any_engine) == options
+    assert len(_snapshot(any_engine, "imports")) == len(imports) + 1
+    _successor_chain_upgrades(any_engine, tmp_path)
+    assert _version(any_engine) == SUCCESSOR
+
+
+def test_successor_tables_without_version_are_adopted(any_engine: sa.Engine) -> None:
+    """BIOMERO.importer's create_all made the column already: revision 92e8f9e637a1
+    leaves it (and its rows) as they are."""
+    with any_engine.begin() as connection:
+        _seed_successor(connection, version_table=False)
+    imports, options = _snapshot(any_engine, "imports"), _options(any_engine)
+    assert migrate.upgrade(any_engine, allow_auto_stamp=True) == HEAD
+    _assert_head_schema(any_engine)
+    assert (_snapshot(any_engine, "imports"), _options(any_engine)) == (imports, options)
+
+
+def test_downgrade_from_head_to_the_successor_revision(any_engine: sa.Engine,
+                                                       tmp_path: Path) -> None:
+    """A site going back to BIOMERO.importer: rows written by omero-adi stay."""
+    assert migrate.upgrade(any_engine) == HEAD
+    with any_engine.begin() as connection:
+        _seed(connection)
+        connection.execute(sa.text("UPDATE imports SET import_options = :o WHERE id = 1"),
+                           {"o": json.dumps(FLAT_OPTIONS)})
+    imports, options = _snapshot(any_engine, "imports"), _options(any_engine)
+
+    assert migrate.downgrade(any_engine, SUCCESSOR) == SUCCESSOR
+    assert {c["name"] for c in sa.inspect(any_engine).get_columns("imports")} == IMPORT_COLUMNS
+    assert (_snapshot(any_engine, "imports"), _options(any_engine)) == (imports, options)
+    _successor_chain_upgrades(any_engine, tmp_path)
+
+    # Down to the earlier ADI's revision: the column goes, the rows stay.
+    assert migrate.downgrade(any_engine, LEGACY) == LEGACY
+    assert "import_options" not in {c["name"] for c in sa.inspect(any_engine).get_columns("imports")}
+    assert _snapshot(any_engine, "imports") == imports
+    assert migrate.upgrade(any_engine) == HEAD
+    _assert_head_schema(any_engine)
+
+
+def test_cli_downgrade_to_the_successor_revision(make_pg_database: Callable[[], str],
+                                                 tmp_path: Path) -> None:
+    url = make_pg_database()
+    assert _cli(["migrate"], tmp_path, INGEST_TRACKING_DB_URL=url).returncode == 0
+    down = _cli(["migrate", "--downgrade", SUCCESSOR], tmp_path, INGEST_TRACKING_DB_URL=url)
+    assert down.returncode == 0, down.stderr
+    assert f"at revision {SUCCESSOR}" in down.stdout and "(head)" not in down.stdout
+
+
+def test_cli_migrate_falls_back_to_sqlalchemy_url(make_pg_database: Callable[[], str],
+                                                  tmp_path: Path) -> None:
+    url = make_pg_database()
+    result = _cli(["migrate"], tmp_path, SQLALCHEMY_URL=url)
+    assert result.returncode == 0, result.stderr
+    assert "(head)" in result.stdout
+    assert not (tmp_path / "omero_adi.sqlite").exists()
+    engine = make_engine(url)
+    try:
+        _assert_head_schema(engine)
     finally:
         engine.dispose()

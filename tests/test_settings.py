@@ -48,6 +48,12 @@ ENV_CASES: dict[str, tuple[Any, str, Any]] = {
     "ADI_ALLOW_AUTO_STAMP": (False, "1", True),
     "CONTAINER_HOST": ("unix:///file/podman.sock", "unix:///env/podman.sock",
                        "unix:///env/podman.sock"),
+    # BIOMERO.importer's variables (contracts §8)
+    "PROCESSED_DATA_FOLDER": (".processed", "processed", "processed"),
+    "PODMAN_BIND_RETRY_ATTEMPTS": (3, "5", 5),
+    "PODMAN_BIND_RETRY_DELAY_SECONDS": (2, "0.5", 0.5),
+    "SQLALCHEMY_URL": ("", "postgresql://u:pw@fallback/biomero",
+                       "postgresql://u:pw@fallback/biomero"),
 }
 
 
@@ -329,4 +335,34 @@ def test_every_setting_is_documented() -> None:
     for f in dataclasses.fields(Settings):
         assert f.metadata.get("doc"), f.name
     rows = settings_module.setting_docs()
-    assert [r[0] for r in rows] == settings_keys()
+    # A section (notify) is documented key by key, as notify.<key>.
+    assert list(dict.fromkeys(r[0].split(".")[0] for r in rows)) == settings_keys()
+
+
+# --- BIOMERO.importer's settings ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["", "  ", "a/b", "/abs", ".", "..", "a\\b"])
+def test_processed_data_folder_must_be_one_name(folder: str) -> None:
+    with pytest.raises(SettingsError, match="processed_data_folder' must be one folder name"):
+        build_settings({}, {"PROCESSED_DATA_FOLDER": folder})
+
+
+def test_sqlalchemy_url_is_only_the_migration_fallback() -> None:
+    fallback = "postgresql://adi@fallback/biomero"
+    only = build_settings({}, {"SQLALCHEMY_URL": fallback})
+    assert only.migration_url == fallback
+    assert only.ingest_tracking_db == DEFAULT_SQLITE_URL  # the daemon's own database is unchanged
+    both = build_settings({"ingest_tracking_db": "postgresql://adi@main/x"},
+                          {"SQLALCHEMY_URL": fallback})
+    assert both.migration_url == "postgresql://adi@main/x"
+    assert build_settings({}, {"SQLALCHEMY_URL": "postgresql://u:pw@h/d"}).describe()[
+        "sqlalchemy_url"] == "postgresql://u:***@h/d"
+
+
+def test_successor_defaults() -> None:
+    defaults = Settings()
+    assert defaults.annotation_namespace == "omeroadi.import"
+    assert defaults.processed_data_folder == ".processed"
+    assert (defaults.podman_bind_retry_attempts, defaults.podman_bind_retry_delay_seconds) == (3, 2)
+    assert defaults.sample_image == "/auto-importer/tests/Barbie.tif"

@@ -44,6 +44,7 @@ LEICA_CONTAINER = "cellularimagingcf/convertleica-docker:v1.2.0"
 IMPORT_COLUMNS = (
     "id", "group_name", "user_name", "destination_id", "destination_type", "stage",
     "uuid", "timestamp", "files", "file_names", "description", "preprocessing_id",
+    "import_options",
 )
 PREPROCESSING_COLUMNS = (
     "id", "container", "input_file", "output_folder", "alt_output_folder", "extra_params",
@@ -179,9 +180,10 @@ def test_plain_dataset_order(tracker: IngestTracker) -> None:
         "stage": "Import Pending",
         "uuid": order["UUID"],
         "files": row["files"],
-        "file_names": None,
+        "file_names": "[]",  # the earlier ADI's text for an order without FileNames
         "description": None,
         "preprocessing_id": None,
+        "import_options": None,
     }
     assert isinstance(row["files"], str)
     assert json.loads(row["files"]) == order["Files"]
@@ -403,7 +405,8 @@ def test_plain_sql_pending_row_reads_through_the_orm(tracker: IngestTracker) -> 
             IngestionTracking.uuid == order_uuid)).all()
         assert event.stage == STAGE_NEW_ORDER
         assert event.files == ["/data/b/one.tif", "/data/b/two.tif"]
-        assert event.file_names is None and event.preprocessing is None
+        assert event.file_names == [] and event.preprocessing is None  # NULL reads as []
+        assert event.import_options == {}
         assert event.timestamp is not None
         assert type(event.id) is int
 
@@ -493,6 +496,14 @@ def test_unreachable_database_fails_initialisation(caplog: pytest.LogCaptureFixt
     assert initialize_ingest_tracker({"ingest_tracking_db": url}) is False
     assert get_ingest_tracker() is None
     assert "secret-pw" not in caplog.text
+
+
+def test_an_unsupported_database_fails_initialisation_saying_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert initialize_ingest_tracker({"ingest_tracking_db": "mysql://u:pw@db/orders"}) is False
+    assert get_ingest_tracker() is None
+    assert "database URL scheme 'mysql://' is not supported" in caplog.text
 
 
 def test_failed_initialisation_keeps_no_connection(make_pg_database: Any) -> None:

@@ -1,5 +1,5 @@
 """tests/system_check.py against a running daemon: a simple handler, and the
-real DataPackageImporter with the OMERO stand-in."""
+real DataPackageImporter through the OMERO double and the real ``omero`` wrapper."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ import pytest
 import yaml
 
 from omero_adi.importing.importer import DataPackageImporter
+from omero_adi.omero.blitz import BlitzServer
 from omero_adi.pipeline import OrderContext, OrderFailed
 from omero_adi.settings import build_settings, load_settings
 from omero_adi.store.models import STAGE_PREPROCESSING
 from omero_adi.store.session import open_store
 from tests import system_check
 from tests.helpers import current_stage, running_daemon
-from tests.omero_standin import Standin
-from tests.omero_standin.fixtures import standin  # noqa: F401  (fixture)
+from tests.importer_standin import formats
+from tests.importer_standin.fixture import ImporterSite, importer_site  # noqa: F401
 
 SCRIPT = Path(system_check.__file__)
 
@@ -43,12 +44,13 @@ def write_config(tmp_path: Path, url: str, **values: Any) -> Path:
 
 
 def run_check(config: Path, handler: Callable[[OrderContext], str | None],
-              *args: str) -> int:
+              *args: str, check: Callable[[list[str]], int] = system_check.main) -> int:
+    """``check`` (system_check's main, or t_main's) beside a running daemon."""
     settings = load_settings(config)
     engine = open_store(settings)
     try:
         with running_daemon(settings, engine, handler):
-            return system_check.main(["--config", str(config), "--timeout", "30", *args])
+            return check(["--config", str(config), "--timeout", "30", *args])
     finally:
         engine.dispose()
 
@@ -138,22 +140,22 @@ def test_a_database_without_adi_tables_is_named(sqlite_url, tmp_path, capsys) ->
     assert "has no omero-adi tables: is the daemon running on it?" in capsys.readouterr().err
 
 
-def test_end_to_end_with_the_importer_and_the_omero_standin(
-    pg_url, tmp_path, standin: Standin, capsys  # noqa: F811
+def test_end_to_end_through_the_omero_double_and_the_real_importer_wrapper(
+    pg_url, tmp_path, importer_site: ImporterSite, capsys  # noqa: F811
 ) -> None:
-    server = standin.server
-    server.add_group("lab")
-    server.add_user("alice", ["lab"])
-    dataset = server.add_container("Dataset", "lab", "alice")
-    config = write_config(
-        tmp_path, pg_url, sample_parent_id=str(dataset), omero_cli=str(standin.cli),
-        managed_repository=str(standin.managed_repository),
-    )
-    handler = DataPackageImporter(server, retry_delay=0.01)
-    assert run_check(config, handler) == 0
+    settings = importer_site.omero_settings()
+    config = write_config(tmp_path, pg_url, sample_group="Demo", sample_user="researcher",
+                          sample_parent_id="151", **settings)
+    sample = Path(yaml.safe_load(config.read_text())["sample_image"])
+    formats.image(sample)  # an image the importer stand-in can read
+    handler = DataPackageImporter(BlitzServer(load_settings(config)), retry_delay=0.01)
+    try:
+        assert run_check(config, handler) == 0
+    finally:
+        handler.close()
     out = capsys.readouterr().out
-    assert f"Import Completed  Imported 1 fileset(s) into Dataset {dataset}" in out
-    (annotation,) = standin.read()["annotations"]
+    assert "Import Completed  Imported 1 fileset(s) into Dataset 151" in out
+    (annotation,) = importer_site.annotations()
     copy = Path(dict(annotation["values"])["Filepath"])
-    assert copy.parent.parent == tmp_path / "data" / system_check.CHECK_DIR
-    assert copy.read_bytes() == b"sample pixels"
+    assert copy.parent.parent == Path(settings["base_dir"]) / system_check.CHECK_DIR
+    assert copy.read_bytes() == sample.read_bytes()

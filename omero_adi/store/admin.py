@@ -11,10 +11,12 @@ from typing import Any, Mapping
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
+from omero_adi.progress import ImportProgress
 from omero_adi.store.models import (
     FINAL_STAGES,
     STAGE_INGEST_FAILED,
     STAGE_NEW_ORDER,
+    json_or_text,
 )
 from omero_adi.store.queries import run
 from omero_adi.store.queue import copy_event, latest_event
@@ -34,12 +36,16 @@ class OrderStatus:
     user: str
     destination: str
     timestamp: datetime | None
-    files: str
+    #: As the client wrote them: a list of paths (text only if it is not JSON).
+    files: list[str] | str
     description: str | None
+    #: How far the import is, while a daemon runs the order.
+    progress: ImportProgress | None = None
 
     def as_dict(self) -> dict[str, Any]:
         values = dict(self.__dict__)
         values["timestamp"] = self.timestamp.isoformat() if self.timestamp else None
+        values["progress"] = self.progress.__dict__ if self.progress else None
         return values
 
 
@@ -62,10 +68,27 @@ def recent_orders(
             event_id=r.id, uuid=r.uuid, stage=r.stage, group=r.group_name, user=r.user_name,
             destination=f"{r.destination_type}:{r.destination_id}",
             timestamp=r.timestamp if isinstance(r.timestamp, datetime) else None,
-            files=r.files, description=r.description,
+            files=json_or_text(r.files), description=r.description,
+            progress=None if r.step is None else ImportProgress(
+                r.step, r.filesets_done, r.filesets_total),
         )
         for r in rows
     ]
+
+
+def progress_of(engine: Engine, uuid: str) -> ImportProgress | None:
+    """The progress of the order's run under way, if it has reported any."""
+    with engine.connect() as connection:
+        row = run(connection, "order_progress", uuid=uuid).first()
+    return None if row is None else ImportProgress(row.step, row.filesets_done, row.filesets_total)
+
+
+def daemons_busy(engine: Engine, stale_after: float = 60.0) -> int:
+    """Orders that daemons are running now, by claims with a recent heartbeat
+    (an idle daemon leaves no trace in the tables)."""
+    with engine.connect() as connection:
+        claims = run(connection, "running_claims", stale_after=stale_after).all()
+    return sum(not claim.expired for claim in claims)
 
 
 def history(engine: Engine, uuid: str) -> list[Any]:

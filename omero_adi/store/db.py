@@ -6,13 +6,39 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from omero_adi.settings import SettingsError, mask_url
+
+#: URL schemes omero-adi runs on; ``postgres://`` is the spelling of Heroku-style
+#: platforms and many tools, the same database as ``postgresql://``.
+SUPPORTED_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres", "sqlite", "sqlite+pysqlite")
+#: Seconds a PostgreSQL connection attempt may take (a firewall that drops
+#: packets would otherwise hang it for minutes), unless the URL says otherwise.
+CONNECT_TIMEOUT = 10
+
+
+class UnsupportedDatabase(SettingsError):
+    """The database URL names a database or driver omero-adi does not run on."""
 
 
 def normalise_url(url: str) -> str:
-    """``postgresql://`` means psycopg2, as it always did for ADI's users
-    (SQLAlchemy 2.1 would otherwise pick psycopg 3, which is not installed)."""
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
+    """``postgresql://`` and ``postgres://`` mean psycopg2, as they always did for
+    ADI's users (SQLAlchemy 2.1 would otherwise pick psycopg 3, which is not
+    installed); any other scheme than :data:`SUPPORTED_SCHEMES` is refused."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UnsupportedDatabase(
+            f"{mask_url(url)!r} is not a database URL; write it as "
+            "postgresql://user:password@host:5432/database or sqlite:///path/file.sqlite"
+        ) from None
+    if parsed.drivername not in SUPPORTED_SCHEMES:
+        raise UnsupportedDatabase(
+            f"database URL scheme '{parsed.drivername}://' is not supported; "
+            "use postgresql:// (or postgres://) or sqlite:///"
+        )
+    if parsed.drivername in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     return url
 
@@ -34,4 +60,7 @@ def make_engine(url: str, **options: Any) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, **options)
+    connect_args = {} if "connect_timeout" in make_url(url).query else {
+        "connect_timeout": CONNECT_TIMEOUT}
+    return create_engine(url, pool_size=10, max_overflow=10, connect_args=connect_args,
+                         **options)

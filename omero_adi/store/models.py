@@ -1,7 +1,8 @@
 """The tables clients read and write (contracts §1) and ADI's own bookkeeping.
 
 ``imports`` and ``imports_preprocessing`` are shared with OMERO.biomero,
-scripts and dashboards: their columns are fixed. ``adi_queue`` belongs to the
+scripts and dashboards: their columns are fixed (``imports.import_options``
+is BIOMERO.importer's addition, nullable, which older clients never set). ``adi_queue`` belongs to the
 daemon alone.
 """
 
@@ -52,7 +53,9 @@ def json_or_text(value: Any) -> Any:
 
 
 class JSONList(TypeDecorator[list[Any]]):
-    """A Python list stored as JSON text, as the ``files`` column always was."""
+    """A Python list stored as JSON text, written as the earlier ADI wrote it
+    (``json.dumps`` defaults: non-ASCII escaped), so rows stay identical;
+    NULL reads as ``[]``, as its getter did."""
 
     impl = Text
     cache_ok = True
@@ -62,10 +65,28 @@ class JSONList(TypeDecorator[list[Any]]):
             return None
         if isinstance(value, str):  # already JSON text
             return value
-        return json.dumps(list(value), ensure_ascii=False)
+        return json.dumps(list(value))
 
     def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        return json_or_text(value)
+        return [] if value is None else json_or_text(value)
+
+
+class JSONDict(TypeDecorator[dict[str, Any]]):
+    """A dict stored as JSON text; empty is NULL and NULL reads as ``{}``
+    (BIOMERO.importer's ``import_options``)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        if not value:
+            return None
+        if isinstance(value, str):  # already JSON text
+            return value
+        return json.dumps(dict(value))
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        return {} if value is None else json_or_text(value)
 
 
 class Base(DeclarativeBase):
@@ -103,6 +124,8 @@ class IngestionTracking(Base):
     preprocessing_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("imports_preprocessing.id"), nullable=True
     )
+    #: BIOMERO.importer's ``ImportOptions`` (revision 92e8f9e637a1); clients may ignore it.
+    import_options: Mapped[dict[str, Any] | None] = mapped_column(JSONDict, nullable=True)
 
     preprocessing: Mapped[Preprocessing | None] = relationship(lazy="joined")
 
@@ -131,5 +154,24 @@ class QueueEntry(Base):
     outcome: Mapped[str | None] = mapped_column(String, nullable=True)
 
 
+class ProgressEntry(Base):
+    """How far the importer of a running order is (one row per order, rewritten
+    at most once a second; never part of ``imports``)."""
+
+    __tablename__ = "adi_progress"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: The queue entry (claimed Pending event) of the run this row describes.
+    event_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    step: Mapped[str] = mapped_column(String, nullable=False)
+    filesets_done: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    filesets_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 #: Tables owned by ADI: the only ones its migrations may touch.
-ADI_TABLES = frozenset({"imports", "imports_preprocessing", "adi_queue"})
+ADI_TABLES = frozenset({"imports", "imports_preprocessing", "adi_queue", "adi_progress",
+                        "adi_watch_units", "adi_watch_scans", "adi_notify_outbox",
+                        "adi_guard_files"})

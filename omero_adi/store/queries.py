@@ -25,10 +25,12 @@ def _code(body: str) -> str:
     return "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--")).strip()
 
 
+@cache
 def query(name: str, dialect: str) -> TextClause:
     """The query ``name``, in its ``name.<dialect>`` variant when there is one.
 
-    A parameter named ``*_ids`` takes a list (it expands to ``IN (…)``).
+    A parameter named ``*_ids`` takes a list (it expands to ``IN (…)``). Built
+    once per name and dialect: :func:`run` is on the claim path.
     """
     queries = _all()
     sql = queries.get(f"{name}.{dialect}", queries[name])

@@ -35,7 +35,7 @@ SELECT 1
 -- An order's current state: its newest row, with its preprocessing row, and
 -- whether a daemon is running it right now.
 SELECT i.id, i.uuid, i.stage, i.group_name, i.user_name, i.destination_id,
-       i.destination_type, i.files, i.file_names, i.preprocessing_id,
+       i.destination_type, i.files, i.file_names, i.import_options, i.preprocessing_id,
        p.container, p.input_file, p.output_folder, p.alt_output_folder, p.extra_params,
        EXISTS (SELECT 1 FROM adi_queue q WHERE q.uuid = i.uuid
                AND q.claimed_by IS NOT NULL AND q.finished_at IS NULL) AS running
@@ -56,11 +56,12 @@ SET claimed_by = :owner, claimed_at = CURRENT_TIMESTAMP, heartbeat_at = CURRENT_
 WHERE event_id = :event_id AND claimed_by IS NULL AND finished_at IS NULL
 
 -- name: copy_event
--- A new event of an order: the source row's fields, a new stage and description.
+-- A new event of an order: the source row's fields (ImportOptions included), a new
+-- stage and description.
 INSERT INTO imports (group_name, user_name, destination_id, destination_type, stage, uuid,
-                     files, file_names, description, preprocessing_id)
+                     files, file_names, description, preprocessing_id, import_options)
 SELECT group_name, user_name, destination_id, destination_type, :stage, uuid,
-       files, COALESCE(:file_names, file_names), :description, preprocessing_id
+       files, COALESCE(:file_names, file_names), :description, preprocessing_id, import_options
 FROM imports WHERE id = :source_id
 RETURNING id
 
@@ -69,6 +70,25 @@ RETURNING id
 -- dead one); rowcount 0 means someone else closed it first.
 UPDATE adi_queue SET finished_at = CURRENT_TIMESTAMP, outcome = :outcome
 WHERE event_id = :event_id AND claimed_by = :owner AND finished_at IS NULL
+
+-- name: record_progress
+-- How far a running order is: one row per order, replaced on every write.
+INSERT INTO adi_progress (uuid, event_id, step, filesets_done, filesets_total, updated_at)
+VALUES (:uuid, :event_id, :step, :filesets_done, :filesets_total, CURRENT_TIMESTAMP)
+ON CONFLICT (uuid) DO UPDATE SET event_id = excluded.event_id, step = excluded.step,
+    filesets_done = excluded.filesets_done, filesets_total = excluded.filesets_total,
+    updated_at = excluded.updated_at
+
+-- name: order_progress
+-- The progress of an order's run under way (none once it finished).
+SELECT p.step, p.filesets_done, p.filesets_total
+FROM adi_progress p
+JOIN adi_queue q ON q.event_id = p.event_id AND q.claimed_by IS NOT NULL AND q.finished_at IS NULL
+WHERE p.uuid = :uuid
+
+-- name: forget_progress
+-- A finished order's progress: gone with its claim, so the table holds running orders only.
+DELETE FROM adi_progress WHERE event_id = :event_id
 
 -- name: heartbeat
 UPDATE adi_queue SET heartbeat_at = CURRENT_TIMESTAMP
@@ -103,10 +123,14 @@ SELECT (julianday(claimed_at) - julianday(queued_at)) * 86400 AS seconds
 FROM adi_queue WHERE event_id IN :event_ids AND claimed_at IS NOT NULL
 
 -- name: recent_orders
--- The newest row of each recent order, newest order first (for `omero-adi status`).
+-- The newest row of each recent order, newest order first (for `omero-adi status`),
+-- with the progress of the run under way, if any.
 SELECT i.id, i.uuid, i.stage, i.group_name, i.user_name, i.destination_type,
-       i.destination_id, i.timestamp, i.files, i.description
+       i.destination_id, i.timestamp, i.files, i.description,
+       p.step, p.filesets_done, p.filesets_total
 FROM imports i
+LEFT JOIN adi_queue q ON q.uuid = i.uuid AND q.claimed_by IS NOT NULL AND q.finished_at IS NULL
+LEFT JOIN adi_progress p ON p.uuid = i.uuid AND p.event_id = q.event_id
 WHERE i.id IN (SELECT max(id) FROM imports GROUP BY uuid)
   AND (:uuid IS NULL OR i.uuid = :uuid)
   AND (:user IS NULL OR i.user_name = :user)
@@ -117,3 +141,178 @@ LIMIT :limit
 
 -- name: order_history
 SELECT id, stage, timestamp, description FROM imports WHERE uuid = :uuid ORDER BY id
+
+-- Notifications (omero_adi/notify): the outbox, one row per message and channel.
+
+-- name: outbox_add_event
+-- A message about an order's event, written in the transaction that records the event.
+INSERT INTO adi_notify_outbox (uuid, event_id, kind, channel)
+SELECT uuid, id, stage, :channel FROM imports WHERE id = :event_id
+
+-- name: outbox_add
+-- A message that is not about one event (the guard's findings, watch-folder units).
+INSERT INTO adi_notify_outbox (uuid, kind, channel, payload)
+VALUES (:uuid, :kind, :channel, :payload)
+
+-- name: outbox_next_due
+-- The oldest message due for a delivery attempt that no sender holds.
+SELECT id FROM adi_notify_outbox
+WHERE sent_at IS NULL AND refused_at IS NULL AND due_at <= CURRENT_TIMESTAMP
+  AND (lease_until IS NULL OR lease_until < CURRENT_TIMESTAMP)
+ORDER BY id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+
+-- name: outbox_next_due.sqlite
+SELECT id FROM adi_notify_outbox
+WHERE sent_at IS NULL AND refused_at IS NULL AND due_at <= CURRENT_TIMESTAMP
+  AND (lease_until IS NULL OR lease_until < CURRENT_TIMESTAMP)
+ORDER BY id
+LIMIT 1
+
+-- name: outbox_lease
+-- Hold a message while delivering it; a sender that dies lets the lease run out.
+UPDATE adi_notify_outbox
+SET lease_owner = :owner, lease_until = CURRENT_TIMESTAMP + make_interval(secs => :lease),
+    attempts = attempts + 1
+WHERE id = :id
+
+-- name: outbox_lease.sqlite
+UPDATE adi_notify_outbox
+SET lease_owner = :owner, lease_until = datetime('now', '+' || :lease || ' seconds'),
+    attempts = attempts + 1
+WHERE id = :id
+
+-- name: outbox_entry
+-- A message with the event it is about (NULLs for the guard's findings).
+SELECT o.id, o.uuid, o.kind, o.channel, o.payload, o.attempts, o.created_at,
+       i.group_name, i.user_name, i.destination_type, i.destination_id, i.files,
+       i.description, i.timestamp
+FROM adi_notify_outbox o LEFT JOIN imports i ON i.id = o.event_id
+WHERE o.id = :id
+
+-- name: outbox_sent
+UPDATE adi_notify_outbox SET sent_at = CURRENT_TIMESTAMP, lease_until = NULL, detail = :note
+WHERE id = :id AND lease_owner = :owner AND sent_at IS NULL
+
+-- name: outbox_refused
+-- A permanent refusal (or too many attempts): recorded, never tried again.
+UPDATE adi_notify_outbox SET refused_at = CURRENT_TIMESTAMP, lease_until = NULL,
+       detail = :error
+WHERE id = :id AND lease_owner = :owner AND sent_at IS NULL
+
+-- name: outbox_retry_later
+UPDATE adi_notify_outbox
+SET due_at = CURRENT_TIMESTAMP + make_interval(secs => :delay), lease_until = NULL,
+    detail = :error
+WHERE id = :id AND lease_owner = :owner AND sent_at IS NULL
+
+-- name: outbox_retry_later.sqlite
+UPDATE adi_notify_outbox
+SET due_at = datetime('now', '+' || :delay || ' seconds'), lease_until = NULL,
+    detail = :error
+WHERE id = :id AND lease_owner = :owner AND sent_at IS NULL
+
+-- name: outbox_seconds_to_next
+-- Seconds until the next unsent message is due (NULL when none waits).
+SELECT extract(epoch FROM min(GREATEST(due_at, COALESCE(lease_until, due_at)))
+                          - CURRENT_TIMESTAMP)
+FROM adi_notify_outbox WHERE sent_at IS NULL AND refused_at IS NULL
+
+-- name: outbox_seconds_to_next.sqlite
+SELECT (julianday(min(max(due_at, COALESCE(lease_until, due_at)))) - julianday('now')) * 86400
+FROM adi_notify_outbox WHERE sent_at IS NULL AND refused_at IS NULL
+
+-- name: outbox_summary
+-- Messages by channel and state, for `omero-adi notify`.
+SELECT channel,
+       CASE WHEN sent_at IS NOT NULL THEN 'sent' WHEN refused_at IS NOT NULL THEN 'refused'
+            ELSE 'waiting' END AS state,
+       count(*) AS messages
+FROM adi_notify_outbox GROUP BY 1, 2 ORDER BY 1, 2
+
+-- name: outbox_problems
+-- The newest refused or retried messages, with the reason.
+SELECT id, uuid, kind, channel, attempts, detail, refused_at IS NOT NULL AS refused
+FROM adi_notify_outbox
+WHERE sent_at IS NULL AND detail IS NOT NULL
+ORDER BY id DESC
+LIMIT :limit
+
+-- The in-place guard (omero_adi/notify/guard.py): ADI's record of imported files.
+
+-- name: guard_record
+INSERT INTO adi_guard_files (uuid, path, fileset_id, image_ids, plate_ids, size, mtime_ns, inode)
+VALUES (:uuid, :path, :fileset_id, :images, :plates, :size, :mtime_ns, :inode)
+ON CONFLICT (fileset_id, path) DO NOTHING
+
+-- name: guard_count
+SELECT count(*) FROM adi_guard_files
+
+-- name: guard_batch
+-- The next files to check, in id order, optionally of one order or recorded since a moment.
+SELECT id, uuid, path, size, mtime_ns, inode, state, image_ids, plate_ids
+FROM adi_guard_files
+WHERE id > :after
+  AND (:uuid IS NULL OR uuid = :uuid)
+  AND (:since IS NULL OR recorded_at >= :since)
+ORDER BY id
+LIMIT :limit
+
+-- name: guard_checked
+UPDATE adi_guard_files SET checked_at = CURRENT_TIMESTAMP WHERE id IN :file_ids
+
+-- name: guard_set_state
+UPDATE adi_guard_files SET state = :state, detail = :detail, checked_at = CURRENT_TIMESTAMP
+WHERE id = :id
+
+-- name: guard_problems
+-- Files whose last check found them missing, moved or changed.
+SELECT uuid, path, state, detail, image_ids, plate_ids, checked_at
+FROM adi_guard_files
+WHERE state <> 'ok' AND (:uuid IS NULL OR uuid = :uuid)
+ORDER BY id
+LIMIT :limit
+
+-- name: guard_state_counts
+SELECT state, count(*) AS files FROM adi_guard_files GROUP BY state
+
+-- name: guard_objects
+-- What an order's in-place import created, for its message.
+SELECT DISTINCT fileset_id, image_ids, plate_ids FROM adi_guard_files WHERE uuid = :uuid
+ORDER BY fileset_id
+
+-- name: order_people
+SELECT user_name, group_name FROM imports WHERE uuid = :uuid ORDER BY id DESC LIMIT 1
+
+-- name: outbox_lease_holders
+-- Senders holding messages now (a restarted daemon frees those of dead ones).
+SELECT DISTINCT lease_owner FROM adi_notify_outbox
+WHERE sent_at IS NULL AND refused_at IS NULL AND lease_until >= CURRENT_TIMESTAMP
+
+-- name: outbox_release
+UPDATE adi_notify_outbox SET lease_until = NULL
+WHERE lease_owner = :owner AND sent_at IS NULL AND refused_at IS NULL
+
+-- name: guard_lock
+-- One guard pass at a time across daemons: the others skip theirs (held by a session).
+SELECT pg_try_advisory_lock(hashtext('omero_adi_guard'))
+
+-- name: guard_lock.sqlite
+-- SQLite serves one machine: nothing to share.
+SELECT 1
+
+-- name: guard_unlock
+SELECT pg_advisory_unlock(hashtext('omero_adi_guard'))
+
+-- name: guard_unlock.sqlite
+SELECT 1
+
+-- name: outbox_purge
+-- Forget messages delivered or refused longer ago than the retention.
+DELETE FROM adi_notify_outbox
+WHERE COALESCE(sent_at, refused_at) < CURRENT_TIMESTAMP - make_interval(days => :days)
+
+-- name: outbox_purge.sqlite
+DELETE FROM adi_notify_outbox
+WHERE COALESCE(sent_at, refused_at) < datetime('now', '-' || :days || ' days')

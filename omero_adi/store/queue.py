@@ -17,7 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from omero_adi.notify.outbox import Outbox
 from omero_adi.orders import EventRow, PreprocessingRow, default_file_names
+from omero_adi.progress import ImportProgress
 from omero_adi.store.models import (
     STAGE_INGEST_FAILED,
     STAGE_INGEST_STARTED,
@@ -70,6 +72,7 @@ def _event_row(record: Any) -> EventRow:
         files=json_or_text(record.files),
         file_names=json_or_text(record.file_names),
         preprocessing=preprocessing,
+        import_options=json_or_text(record.import_options),
     )
 
 
@@ -77,10 +80,10 @@ def _file_names_json(row: EventRow) -> str | None:
     """Names for the ``file_names`` column when the client left it empty."""
     if row.file_names or not isinstance(row.files, list):
         return None
-    return json.dumps(default_file_names(row.files), ensure_ascii=False)
+    return json.dumps(default_file_names(row.files))  # as models.JSONList encodes the column
 
 
-def _is_local_and_dead(owner: str) -> bool:
+def is_local_and_dead(owner: str) -> bool:
     """True for a claim of an earlier daemon on this host that no longer runs."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
@@ -118,9 +121,11 @@ def copy_event(
 class OrderQueue:
     """The queries a daemon needs, as methods (SQL in ``queries.sql``)."""
 
-    def __init__(self, engine: Engine, owner: str | None = None):
+    def __init__(self, engine: Engine, owner: str | None = None, outbox: Outbox | None = None):
         self.engine = engine
         self.owner = owner or new_owner_id()
+        #: Receives the messages a final event calls for, in the event's transaction.
+        self.outbox = outbox
 
     # --- claiming ------------------------------------------------------
     def reconcile(self) -> int:
@@ -177,6 +182,12 @@ class OrderQueue:
             attempts=None, what=f"recording {stage!r}",
         )
 
+    def interrupt(self, claim: Claim, description: str) -> bool:
+        """Fail a claimed order the daemon stops without waiting for it (one
+        attempt: the daemon is on its way out); False when it had finished."""
+        return self._close(claim.row.event_id, claim.owner, "interrupted", STAGE_INGEST_FAILED,
+                           description, claim.file_names_json)
+
     def _close(
         self, event_id: int, owner: str, outcome: str, stage: str, description: str | None,
         file_names: str | None = None,
@@ -188,8 +199,19 @@ class OrderQueue:
                          outcome=outcome)
             if closed.rowcount != 1:
                 return False
-            copy_event(connection, event_id, stage, description, file_names)
-            return True
+            new_id = copy_event(connection, event_id, stage, description, file_names)
+            run(connection, "forget_progress", event_id=event_id)
+            queued = self.outbox.add_event(connection, new_id, stage) if self.outbox else 0
+        if queued and self.outbox is not None:
+            self.outbox.wake()
+        return True
+
+    def record_progress(self, claim: Claim, progress: ImportProgress) -> None:
+        """Replace the order's row in ``adi_progress`` (never an ``imports`` row)."""
+        with self.engine.begin() as connection:
+            run(connection, "record_progress", uuid=claim.uuid, event_id=claim.row.event_id,
+                step=progress.step, filesets_done=progress.filesets_done,
+                filesets_total=progress.filesets_total)
 
     def heartbeat(self) -> None:
         with self.engine.begin() as connection:
@@ -203,7 +225,7 @@ class OrderQueue:
             claims = run(connection, "running_claims", stale_after=stale_after).all()
         taken = []
         for claim in claims:
-            gone = claim.expired or _is_local_and_dead(claim.claimed_by)
+            gone = claim.expired or is_local_and_dead(claim.claimed_by)
             if claim.claimed_by == self.owner or not gone:
                 continue
             if requeue:

@@ -13,9 +13,10 @@ from typing import Any, Mapping
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from omero_adi.settings import DEFAULT_SQLITE_URL, mask_url, parse_bool
+from omero_adi.settings import DEFAULT_SQLITE_URL, mask_url
+from omero_adi.settings_values import parse_bool
 from omero_adi.store import migrate
-from omero_adi.store.db import make_engine
+from omero_adi.store.db import UnsupportedDatabase, make_engine
 from omero_adi.store.models import IngestionTracking, Preprocessing
 from omero_adi.store.retry import retry_transient
 
@@ -59,6 +60,11 @@ def event_from_order_info(info: Mapping[str, Any], stage: str) -> IngestionTrack
     files = info.get("Files") or []
     if isinstance(files, str):
         files = [files]
+    options = info.get("ImportOptions")
+    if options is not None and not isinstance(options, (Mapping, str)):
+        raise OrderInfoError(f"ImportOptions must be a dict, got {type(options).__name__}")
+    # As the earlier ADI: no FileNames is the JSON text [], an explicit None is null.
+    names = info.get("FileNames", [])
     event = IngestionTracking(
         group_name=str(info["Group"]),
         user_name=str(info["Username"]),
@@ -67,8 +73,9 @@ def event_from_order_info(info: Mapping[str, Any], stage: str) -> IngestionTrack
         destination_type=str(info.get("DestinationType") or "Dataset"),
         stage=stage,
         files=list(files),
-        file_names=info.get("FileNames"),
+        file_names="null" if names is None else names,
         description=info.get("Description", info.get("description")),
+        import_options=options,
     )
     if info.get("_preprocessing_id") is not None:
         event.preprocessing_id = int(info["_preprocessing_id"])
@@ -143,7 +150,7 @@ def initialize_ingest_tracker(config: Mapping[str, Any]) -> bool:
         _tracker = None
     try:
         _tracker = IngestTracker(config)
-    except (SQLAlchemyError, migrate.MigrationError, OSError) as exc:
+    except (SQLAlchemyError, migrate.MigrationError, OSError, UnsupportedDatabase) as exc:
         log.error("could not initialise the ingest tracker: %s", exc)
         return False
     return True
