@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
 #: How often a waiting runner looks at the cancellation flag.
 CHECK_INTERVAL = 0.2
@@ -29,19 +29,21 @@ class Finished:
 def run_process(
     args: Sequence[str], *, timeout: float, cancelled: threading.Event,
     on_tick: Callable[[], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Finished:
     """Run ``args`` (a list, never a shell string) in its own process group.
 
     The whole group is killed when ``timeout`` passes or ``cancelled`` is set,
     so a Java importer's children go too. Its output is collected in temporary
     files (a chatty program never blocks on a full pipe) and returned.
-    ``on_tick`` is called every :data:`CHECK_INTERVAL` while it runs.
+    ``on_tick`` is called every :data:`CHECK_INTERVAL` while it runs; ``env``
+    is added to this process's environment.
     """
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
             list(args), stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, **env} if env else None,
         )
         timed_out = was_cancelled = False
         while True:

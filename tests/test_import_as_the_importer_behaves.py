@@ -65,6 +65,19 @@ def test_a_refused_session_key_is_described_as_such(world: World) -> None:
     assert "session" in first and "status 11" not in first
 
 
+def test_the_wrapper_never_uses_the_shared_session_store(world: World) -> None:
+    """Two wrappers starting together on a fresh ``$OMERO_USERDIR`` race to make its
+    ``sessions/<host>/<user>`` folders (omero-py util/sessions.py checks, then makes),
+    and the loser says "Bad session key". Each run has a store of its own: here the
+    shared one cannot even be a folder, and the import still works."""
+    shared = world.site.userdir / "sessions"
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    shared.write_text("not a folder\n")
+    description = world.run(world.order(world.file("a.tif")))
+    assert description.startswith(f"Imported 1 fileset(s) into Dataset {world.dataset}")
+    assert shared.read_text() == "not a folder\n"
+
+
 def test_an_importer_run_as_root_is_described_as_such(world: World) -> None:
     with pytest.raises(OrderFailed) as failure:  # the real wrapper as root, no launcher
         world.run(world.order(world.file("a.tif")), omero_cli=str(real_omero()))

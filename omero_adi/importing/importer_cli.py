@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Sequence
 
 import yaml
 
@@ -122,7 +124,9 @@ def run_importer(
         if progress is not None and on_progress is not None:
             on_progress(progress)
 
-    finished = run_process(command, timeout=timeout, cancelled=cancelled, on_tick=tick)
+    with private_omero_dirs() as env:
+        finished = run_process(command, timeout=timeout, cancelled=cancelled, on_tick=tick,
+                               env=env)
     tick()
     report = files.out.read_text("utf-8", "replace") if files.out.exists() else ""
     errs = files.errs.read_text("utf-8", "replace") if files.errs.exists() else ""
@@ -138,29 +142,24 @@ def run_importer(
     )
 
 
-def session_store(environ: Mapping[str, str] = os.environ) -> Path:
-    """Where ``omero`` keeps its session files: ``$OMERO_USERDIR/sessions``
-    (omero-py ``omero.util.get_omero_userdir`` and ``SessionsStore``)."""
-    try:
-        from omero.util import get_omero_userdir
-    except ImportError:  # the same rule, for an ``omero`` of another install
-        userdir = environ.get("OMERO_USERDIR") or str(Path.home() / "omero")
-        return Path(userdir) / "sessions"
-    return Path(str(get_omero_userdir())) / "sessions"
+@contextmanager
+def private_omero_dirs() -> Iterator[dict[str, str]]:
+    """A session store and a temporary folder of its own for one ``omero`` run,
+    as the environment that points the wrapper at them; removed afterwards.
 
-
-def forget_session_file(store: Path, key: str) -> list[Path]:
-    """Remove the file ``omero import -k <key>`` left in the session store.
-
-    Joining a key the store does not know makes the wrapper record it as
-    ``<store>/<host>/<user>/<key>`` (``SessionsStore.create`` → ``add``), one
-    file per import that nothing ever removes. Returns what was removed.
+    omero-py creates its shared ones check-then-make (``SessionsStore.__init__``
+    and ``add`` in omero/util/sessions.py, ``TempFileManager.create`` in
+    omero/util/temp_files.py): two wrappers starting together on a fresh
+    ``$OMERO_USERDIR`` can both find a folder missing, and the slower one's
+    ``makedirs`` fails. The wrapper reports that as "Bad session key" or
+    "Could not access session dir" and never starts the importer. A store per
+    run also leaves no ``<host>/<user>/<key>`` file behind for each import.
     """
-    removed = []
-    for path in store.glob(f"*/*/{key}") if store.is_dir() else ():
-        path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
+    folder = Path(tempfile.mkdtemp(prefix="adi-omero-"))
+    try:
+        yield {"OMERO_SESSIONDIR": str(folder / "sessions"), "OMERO_TMPDIR": str(folder / "tmp")}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _tail(text: str) -> str:

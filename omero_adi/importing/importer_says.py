@@ -55,9 +55,12 @@ def verdict(run: ImporterRun, paths: Sequence[Path]) -> Verdict | None:
         return Verdict("the OMERO.java importer jars are missing: run `omero import "
                        "--fetch-jars latest` as the daemon's user (they go into its "
                        "OMERO_USERDIR cache)")
-    if "Bad session key" in said:  # plugins/sessions.py login(): die(523), so exit 11
-        return Verdict("the importer could not join the order's OMERO session "
-                       "(\"Bad session key\"): the session ended before the run started")
+    if "Bad session key" in said:
+        # plugins/sessions.py login(): die(523), so exit 11, after *any* exception
+        # while joining (SessionsControl.attach swallows it): tried again, in a new session
+        return Verdict("the `omero` command could not join the order's OMERO session "
+                       "(\"Bad session key\"; it says so whatever stopped the join: the "
+                       "session had ended, or OMERO could not be reached)", transient=True)
     if "No imports due to errors!" in said:  # CommandLineImporter.start(), exit 0
         return Verdict(f"the importer found files in {named} but could not read any of "
                        "them (\"No imports due to errors!\"); its errors are below")

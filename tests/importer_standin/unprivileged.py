@@ -100,8 +100,15 @@ def launcher(path: Path, who: Account, env: Mapping[str, str]) -> Path:
     from tests.importer_standin import real_omero
 
     assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in who.env(env).items())
+    # The daemon makes a private folder for each run's session store and temporary
+    # files (importer_cli.private_omero_dirs); deployed, the daemon and ``omero`` are
+    # one user, so here that folder becomes the account's.
     path.write_text(
         "#!/bin/sh\n"
+        'for d in "${OMERO_SESSIONDIR:-}" "${OMERO_TMPDIR:-}"; do\n'
+        '  case "$d" in */adi-omero-*/*) chown '
+        f'{who.uid}:{who.gid} "${{d%/*}}";; esac\n'
+        "done\n"
         f"exec setpriv --reuid={who.uid} --regid={who.gid} --clear-groups -- "
         f"env {assignments} {shlex.quote(str(real_omero()))} \"$@\"\n")
     path.chmod(0o755)
