@@ -20,7 +20,8 @@ import pytest
 
 from omero_adi.importing.importer import DataPackageImporter, build_handler
 from omero_adi.importing.importer_cli import ImporterFiles, build_command
-from omero_adi.omero.blitz import BlitzServer, BlitzUserSession, check_omero
+from omero_adi.omero.blitz import BlitzServer, check_omero
+from omero_adi.omero.user_session import BlitzUserSession
 from omero_adi.omero.boundary import OmeroError, OmeroNotInstalled, OmeroUnreachable
 from omero_adi.orders import Order
 from omero_adi.pipeline import OrderContext, OrderFailed
@@ -134,7 +135,7 @@ def test_fileset_reads_what_the_import_created(omero_double: OmeroDouble,
         "session": researcher.key, "target": {"type": "Screen", "id": 451}, "kind": "plate",
         "images": 3, "name": "run", "files": [{"path": str(f), "client_path": str(f)[1:]}
                                               for f in files]})
-    info = researcher.fileset(made["fileset"])
+    (info,) = researcher.filesets([made["fileset"]])
     assert info.template_prefix == made["template_prefix"]
     assert info.template_prefix.startswith("researcher_2/")
     assert info.used_files == tuple(files)
@@ -142,8 +143,7 @@ def test_fileset_reads_what_the_import_created(omero_double: OmeroDouble,
     assert info.plate_ids == tuple(made["plates"]) and len(info.plate_ids) == 1
     linked = omero_double.state_dir / "ManagedRepository" / info.template_prefix / "a.tif"
     assert linked.is_symlink() and linked.resolve() == files[0]
-    with pytest.raises(OmeroError, match="Fileset 999999 does not exist"):
-        researcher.fileset(999_999)
+    assert researcher.filesets([999_999, made["fileset"]]) == [info]  # only those it holds
 
 
 def test_annotations_are_linked_map_annotations(omero_double: OmeroDouble,

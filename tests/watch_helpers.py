@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import pytest
 import sqlalchemy as sa
 
-from omero_adi.omero.blitz import BlitzServer, BlitzUserSession
+from omero_adi.omero.blitz import BlitzServer
+from omero_adi.omero.user_session import BlitzUserSession
 from omero_adi.omero.boundary import OmeroServer
 from omero_adi.settings import Settings, build_settings
 from omero_adi.watch.runner import WatchRunner

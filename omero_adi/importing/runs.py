@@ -17,13 +17,11 @@ from omero_adi.importing.importer_cli import (
     ImporterOutputError,
     ImporterRun,
     build_command,
-    forget_session_file,
     run_importer,
-    session_store,
 )
 from omero_adi.importing.importer_says import IMPORT_ATTEMPTS, Verdict, verdict
 from omero_adi.importing.matching import match, missing
-from omero_adi.importing.results import ImportedFileset, ImportFailed, ImportItem
+from omero_adi.importing.results import ImportedFileset, ImportFailed, ImportItem, RegisteredZarr
 from omero_adi.omero.boundary import AnnotatedType, FilesetInfo, OmeroError, UserSession
 from omero_adi.omero.sessions import SessionKeeper
 from omero_adi.pipeline import OrderContext
@@ -38,7 +36,7 @@ def annotated_kind(ctx: OrderContext) -> AnnotatedType:
     return "Image" if ctx.order.destination_type == "Dataset" else "Plate"
 
 
-def targets(found: FilesetInfo, kind: AnnotatedType) -> tuple[int, ...]:
+def targets(found: FilesetInfo | RegisteredZarr, kind: AnnotatedType) -> tuple[int, ...]:
     return found.image_ids if kind == "Image" else found.plate_ids
 
 
@@ -119,9 +117,6 @@ def _run(
     except ImporterOutputError as exc:
         raise ImportFailed(_after_start(ctx, f"{exc} (see {files.out})", imported),
                            imported, unaccounted=True) from exc
-    finally:
-        for path in forget_session_file(session_store(), session.key):
-            ctx.log.debug("removed the session file %s that `omero import -k` left", path)
     finished = run.finished
     ctx.emit("importer_exit", "timeout" if finished.timed_out else str(finished.returncode))
     ctx.check_cancelled()
@@ -169,19 +164,24 @@ def _lookup(
     imported: Sequence[ImportedFileset],
 ) -> tuple[list[ImportedFileset], list[FilesetInfo]]:
     """The filesets as the server records them, matched to ``items``."""
-    filesets: list[FilesetInfo] = []
-    for fileset_id in fileset_ids:
-        try:
-            filesets.append(sessions.run(lambda session, fid=fileset_id: session.fileset(fid)))
-        except OmeroError as exc:
-            done = list(imported) + match(items, filesets)[0]
-            unknown = ", ".join(str(i) for i in fileset_ids if i not in
-                                {f.id for f in filesets})
-            raise ImportFailed(_after_start(
-                ctx, f"the importer reported Fileset {fileset_id}, but looking it up "
-                f"failed: {exc}; not looked up: Fileset {unknown}", done),
-                done, unaccounted=True) from exc
+    try:
+        filesets = sessions.run(lambda session: session.filesets(fileset_ids)) \
+            if fileset_ids else []
+    except OmeroError as exc:
+        raise ImportFailed(_after_start(
+            ctx, f"the importer reported {_filesets(fileset_ids)}, but looking them up "
+            f"failed: {exc}", imported), list(imported), unaccounted=True) from exc
+    gone = [fid for fid in fileset_ids if fid not in {f.id for f in filesets}]
+    if gone:
+        done = list(imported) + match(items, filesets)[0]
+        raise ImportFailed(_after_start(
+            ctx, f"the importer reported {_filesets(gone)}, which OMERO does not hold (or "
+            f"user {ctx.order.user!r} cannot see)", done), done, unaccounted=True)
     return match(items, filesets)
+
+
+def _filesets(ids: Sequence[int]) -> str:
+    return "Fileset " + ", ".join(map(str, ids))
 
 
 def _after_start(ctx: OrderContext, problem: str, imported: Sequence[ImportedFileset]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, Literal, Mapping, Protocol, Sequence
 
 from omero_adi.orders import DestinationType
 
@@ -70,8 +70,9 @@ class UserSession(Protocol):
     def check_destination(self, kind: DestinationType, object_id: int) -> None:
         """Raise :class:`OmeroError` unless the user may import into that Dataset/Screen."""
 
-    def fileset(self, fileset_id: int) -> FilesetInfo:
-        """The fileset with this id; :class:`OmeroError` when there is none."""
+    def filesets(self, fileset_ids: Sequence[int]) -> list[FilesetInfo]:
+        """The filesets with these ids that exist (and the user can see), in that
+        order; the caller tells which are missing."""
 
     def find_or_create_dataset(self, name: str) -> int:
         """The id of the user's Dataset called ``name`` in the session's group (the

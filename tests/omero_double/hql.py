@@ -104,28 +104,37 @@ QUERIES["select o.details.group.name from Dataset o where o.id = :id"] = _group_
 QUERIES["select o.details.group.name from Screen o where o.id = :id"] = _group_name("screens")
 
 
-def _fileset(caller: convert.Caller, params: dict[str, Any]) -> list[dict[str, Any]]:
-    return _visible(caller, "filesets", [_param(params, "id", "Fileset")])
+def _filesets(caller: convert.Caller, params: dict[str, Any], query: str
+              ) -> list[dict[str, Any]]:
+    ids = _param(params, "ids", query)
+    if not isinstance(ids, list) or not ids:  # "in ()" is not valid SQL
+        raise DoubleError("omero.ApiUsageException", f":ids must be a non-empty list in {query!r}")
+    return _visible(caller, "filesets", ids)
 
 
-def _template_prefix(caller: convert.Caller, params: dict[str, Any]) -> list[Any]:
-    return [[rstring(f["template_prefix"])] for f in _fileset(caller, params)]
+def _template_prefixes(caller: convert.Caller, params: dict[str, Any]) -> list[Any]:
+    return [[rlong(f["id"]), rstring(f["template_prefix"])]
+            for f in _filesets(caller, params, "Fileset")]
 
 
 def _client_paths(caller: convert.Caller, params: dict[str, Any]) -> list[Any]:
-    return [[rstring(e["client_path"])] for f in _fileset(caller, params) for e in f["entries"]]
+    return [[rlong(f["id"]), rstring(e["client_path"])]
+            for f in _filesets(caller, params, "FilesetEntry") for e in f["entries"]]
 
 
 def _fileset_images(caller: convert.Caller, params: dict[str, Any]) -> list[Any]:
-    fid = _param(params, "id", "Image")
-    return [[rlong(i["id"])] for i in _visible(caller, "images", fileset=fid)]
+    ids = {f["id"] for f in _filesets(caller, params, "Image")}
+    return [[rlong(i["fileset"]), rlong(i["id"])] for i in _visible(caller, "images")
+            if i.get("fileset") in ids]
 
 
 def _fileset_plates(caller: convert.Caller, params: dict[str, Any]) -> list[Any]:
-    fid = _param(params, "id", "WellSample")
-    images = {i["id"] for i in _visible(caller, "images", fileset=fid)}
-    return [[rlong(p["id"])] for p in _visible(caller, "plates")
-            if any(s["image"] in images for w in p["wells"] for s in w["samples"])]
+    ids = {f["id"] for f in _filesets(caller, params, "WellSample")}
+    fileset_of = {i["id"]: i["fileset"] for i in _visible(caller, "images")
+                  if i.get("fileset") in ids}
+    return [[rlong(fid), rlong(pid)] for fid, pid in sorted({
+        (fileset_of[s["image"]], p["id"]) for p in _visible(caller, "plates")
+        for w in p["wells"] for s in w["samples"] if s["image"] in fileset_of})]
 
 
 def _session_filesets(caller: convert.Caller, params: dict[str, Any]) -> list[Any]:
@@ -137,11 +146,13 @@ def _session_filesets(caller: convert.Caller, params: dict[str, Any]) -> list[An
 QUERIES.update({
     ("select f.id from Fileset f where f.details.creationEvent.session.uuid = :uuid "
      "order by f.id"): _session_filesets,
-    "select f.templatePrefix from Fileset f where f.id = :id": _template_prefix,
-    "select e.clientPath from FilesetEntry e where e.fileset.id = :id": _client_paths,
-    "select i.id from Image i where i.fileset.id = :id order by i.id": _fileset_images,
-    "select distinct ws.well.plate.id from WellSample ws where ws.image.fileset.id = :id":
-        _fileset_plates,
+    "select f.id, f.templatePrefix from Fileset f where f.id in (:ids)": _template_prefixes,
+    "select e.fileset.id, e.clientPath from FilesetEntry e where e.fileset.id in (:ids)":
+        _client_paths,
+    "select i.fileset.id, i.id from Image i where i.fileset.id in (:ids) order by i.id":
+        _fileset_images,
+    ("select distinct ws.image.fileset.id, ws.well.plate.id from WellSample ws "
+     "where ws.image.fileset.id in (:ids)"): _fileset_plates,
 })
 
 
