@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from omero_adi.orders import Order
-from omero_adi.progress import ImportProgress
+from omero_adi.progress import ProgressThrottle
 from omero_adi.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ class OrderContext:
     #: Report the filesets an import created in place (the in-place guard records them).
     record_imported: Callable[[Sequence[ImportedFileset]], None] = field(
         default=lambda imported: None)
-    #: Report how far the import is (as often as you like: the daemon throttles).
-    progress: Callable[[ImportProgress], None] = field(default=lambda progress: None)
+    #: Report how far the import is (as often as you like: it is throttled).
+    progress: ProgressThrottle = field(default_factory=ProgressThrottle)
 
     @property
     def log_dir(self) -> Path:

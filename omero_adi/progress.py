@@ -54,6 +54,12 @@ class ImportProgress:
         of = f" of {self.filesets_total}" if self.filesets_total is not None else ""
         return f"{self.filesets_done}{of} filesets imported ({self.step})"
 
+    def after(self, earlier: int) -> ImportProgress:
+        """This run's progress counted on from ``earlier`` filesets that earlier
+        runs of the order imported (a retried run imports only the rest)."""
+        total = None if self.filesets_total is None else self.filesets_total + earlier
+        return replace(self, filesets_done=self.filesets_done + earlier, filesets_total=total)
+
 
 class ErrsProgress:
     """Follows a growing ``--errs`` file; :meth:`read` returns the progress so
@@ -96,19 +102,23 @@ class ErrsProgress:
 class ProgressThrottle:
     """Passes progress on to ``write`` when it changed, at most once every
     ``interval`` seconds (a burst of small filesets must not become a burst of
-    database writes)."""
+    database writes); :meth:`flush` writes what the last calls held back."""
 
     def __init__(
-        self, write: Callable[[ImportProgress], None], interval: float = WRITE_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
+        self, write: Callable[[ImportProgress], None] = lambda progress: None,
+        interval: float = WRITE_INTERVAL, clock: Callable[[], float] = time.monotonic,
     ):
         self.write, self.interval, self.clock = write, interval, clock
+        self.latest: ImportProgress | None = None
         self.written: ImportProgress | None = None
         self.written_at = float("-inf")
 
     def __call__(self, progress: ImportProgress) -> None:
-        now = self.clock()
-        if progress == self.written or now - self.written_at < self.interval:
-            return
-        self.written, self.written_at = progress, now
-        self.write(progress)
+        self.latest = progress
+        if self.clock() - self.written_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.latest is not None and self.latest != self.written:
+            self.written, self.written_at = self.latest, self.clock()
+            self.write(self.latest)

@@ -95,6 +95,25 @@ def test_progress_is_written_at_most_once_a_second() -> None:
     assert len(written) == 2
 
 
+def test_the_last_progress_held_back_is_written_when_the_run_ends() -> None:
+    now = [100.0]
+    written: list[ImportProgress] = []
+    throttle = ProgressThrottle(written.append, clock=lambda: now[0])
+    throttle(ImportProgress("IMPORT_DONE", 1, 2))
+    now[0] += 0.1
+    throttle(ImportProgress("IMPORT_DONE", 2, 2))  # held back: too soon
+    assert written == [ImportProgress("IMPORT_DONE", 1, 2)]
+    throttle.flush()
+    assert written[-1] == ImportProgress("IMPORT_DONE", 2, 2)
+    throttle.flush()  # nothing new
+    assert len(written) == 2
+
+
+def test_a_retried_run_counts_on_from_the_filesets_already_imported() -> None:
+    assert ImportProgress("IMPORT_DONE", 1, 2).after(3) == ImportProgress("IMPORT_DONE", 4, 5)
+    assert ImportProgress("scanning").after(3) == ImportProgress("scanning", 3, None)
+
+
 @pytest.fixture
 def importing(make_pg_database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         tuple[sa.Engine, Path, Daemon]]:

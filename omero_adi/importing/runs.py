@@ -113,10 +113,13 @@ def _run(
     ctx.log.info("importing %d path(s): %s", len(items), " ".join(_masked(command)))
     try:
         run = run_importer(command, files, timeout=settings.import_timeout,
-                           cancelled=ctx.cancelled, on_progress=ctx.progress)
+                           cancelled=ctx.cancelled,
+                           on_progress=lambda progress: ctx.progress(progress.after(len(imported))))
     except ImporterOutputError as exc:
         raise ImportFailed(_after_start(ctx, f"{exc} (see {files.out})", imported),
                            imported, unaccounted=True) from exc
+    finally:
+        ctx.progress.flush()
     finished = run.finished
     ctx.emit("importer_exit", "timeout" if finished.timed_out else str(finished.returncode))
     ctx.check_cancelled()
