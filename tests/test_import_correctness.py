@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from omero_adi.importing.client_paths import client_path, safe_component
-from omero_adi.importing.importer_cli import ImporterRun, forget_session_file
+from omero_adi.importing.importer_cli import ImporterRun, private_omero_dirs
 from omero_adi.importing.importer_says import verdict
 from omero_adi.importing.matching import match, missing
 from omero_adi.importing.results import ImportItem
@@ -74,8 +74,6 @@ def _run(said: str, code: int = 1, errs: bool = True) -> ImporterRun:
      "the OMERO.java importer jars are missing"),
     ("Downloading https://downloads.openmicroscopy.org/omero/latest/OMERO.java.zip\n"
      "requests.exceptions.ConnectionError: …", 1, False, "the OMERO.java importer jars are missing"),
-    ("Bad session key. Cannot join 1234 on localhost:4064.", 11, False,
-     "the importer could not join the order's OMERO session"),
     ("No imports found\nUsage: importer-cli [OPTION]... path [path ...]", 1, True,
      "nothing importable was found in /d/a.txt"),
     ("No imports due to errors!\n==> Summary", 0, True, "the importer found files in /d/a.txt"),
@@ -90,6 +88,7 @@ def test_the_importers_own_words_become_a_plain_description(
     ("Ice.ConnectionLostException\n    error = 0", True),
     ("omero.ObjectNotExistException", True),
     ("ServerError: INTERNAL_EXCEPTION", True),
+    ("Bad session key. Cannot join 1234 on localhost:4064.", False),
     ("", False),
 ])
 def test_transient_importer_failures_are_told_apart(said: str, errs: bool) -> None:
@@ -154,16 +153,16 @@ def test_a_step_whose_session_the_server_ended_runs_again_in_a_new_one() -> None
 
 # --- 7. smaller items ------------------------------------------------------------
 
-def test_the_session_file_omero_import_leaves_is_removed(tmp_path: Path) -> None:
-    store = tmp_path / "sessions"
-    mine = store / "localhost" / "alice" / "k-1"
-    other = store / "localhost" / "alice" / "k-2"
-    for path in (mine, other):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("omero.sess=…\n")
-    assert forget_session_file(store, "k-1") == [mine]
-    assert not mine.exists() and other.exists()
-    assert forget_session_file(tmp_path / "none", "k-1") == []
+def test_each_omero_run_gets_a_session_store_and_temporary_folder_of_its_own() -> None:
+    with private_omero_dirs() as first, private_omero_dirs() as second:
+        assert set(first) == {"OMERO_SESSIONDIR", "OMERO_TMPDIR"}
+        folders = {Path(v).parent for v in [*first.values(), *second.values()]}
+        assert len(folders) == 2 and all(f.is_dir() for f in folders)
+        Path(first["OMERO_SESSIONDIR"], "127.0.0.1", "alice").mkdir(parents=True)
+    assert not any(f.exists() for f in folders)  # with the session files in them
+    with pytest.raises(RuntimeError), private_omero_dirs() as third:
+        raise RuntimeError("the run failed")
+    assert not Path(third["OMERO_TMPDIR"]).parent.exists()
 
 
 class _HalfWay:
@@ -177,6 +176,40 @@ class _HalfWay:
         if self.next_id == 42:
             raise PartlyCreated("OMERO at x refused: SecurityViolation", ("Image 42",))
         return self.next_id
+
+
+class _Registering(_Session):
+    """A session that registers one image in 400 s of the clock."""
+
+    clock: _Clock
+
+    def register_zarr_image(self, image: Any, dataset_id: int) -> int:
+        self.clock.now += 400
+        return 100 + int(self.key.split("-")[1])
+
+
+def test_each_zarr_store_is_registered_in_a_session_that_outlives_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omero_adi.importing import zarr_register
+    from omero_adi.importing.zarr_meta import ZarrContent, ZarrSource
+    from omero_adi.orders import Order
+    from omero_adi.settings import Settings
+
+    clock, opened = _Clock(), []  # type: list[_Session]
+    _Registering.clock = clock
+    keeper = SessionKeeper(lambda ttl: _Registering(ttl, opened), ttl_ms=600_000, log=LOG,
+                           clock=clock)
+    monkeypatch.setattr(zarr_register, "read_contents", lambda order, uris, settings: [
+        ZarrContent(ZarrSource(u, "", True), images=(object(),), plate=None)  # type: ignore[arg-type]
+        for u in uris])
+    stores = [str(tmp_path / f"{n}.zarr") for n in range(3)]
+    order = Order(event_id=1, uuid="u", group="lab", user="alice", destination_id=5,
+                  destination_type="Dataset", files=tuple(map(Path, stores)),
+                  file_names=tuple(stores))
+    results = register_zarr(order, stores, Settings(), keeper, logging.LoggerAdapter(LOG, {}))
+    # 660 s sessions, 400 s per store: each store after the first needs a new one
+    assert [r.image_ids for r in results] == [(100,), (101,), (102,)]
+    assert [s.closed for s in opened] == [True, True, False]
 
 
 def test_a_zarr_registration_failing_half_way_names_what_it_created(
@@ -197,7 +230,8 @@ def test_a_zarr_registration_failing_half_way_names_what_it_created(
     order = Order(event_id=1, uuid="u", group="lab", user="alice", destination_id=5,
                   destination_type="Dataset", files=(tmp_path / "a.zarr",), file_names=("a.zarr",))
     with caplog.at_level(logging.ERROR), pytest.raises(OrderFailed) as failure:
-        register_zarr(order, [str(tmp_path / "a.zarr")], Settings(), _HalfWay(),  # type: ignore[arg-type]
+        register_zarr(order, [str(tmp_path / "a.zarr")], Settings(),
+                      SessionKeeper(lambda ttl_ms: _HalfWay(), ttl_ms=60_000, log=LOG),  # type: ignore[arg-type,return-value]
                       logging.LoggerAdapter(LOG, {}))
     assert f"Created for {tmp_path / 'a.zarr'} before the failure: Image 41, Image 42." in str(
         failure.value)

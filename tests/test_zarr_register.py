@@ -17,7 +17,9 @@ from omero_adi.importing.zarr_register import (
     register_zarr,
     split_paths,
 )
-from omero_adi.omero.blitz import BlitzServer, BlitzUserSession
+from omero_adi.omero.blitz import BlitzServer
+from omero_adi.omero.user_session import BlitzUserSession
+from omero_adi.omero.sessions import SessionKeeper
 from omero_adi.orders import DestinationType, Order
 from omero_adi.pipeline import OrderFailed
 from omero_adi.settings import Settings
@@ -63,6 +65,11 @@ SWITCHED_ON = Settings(use_register_zarr=True)
 LOG = logging.LoggerAdapter(logging.getLogger("test.zarr_register"), {})
 
 
+def kept(session: BlitzUserSession) -> SessionKeeper:
+    """``session`` for every step (it lives far longer than these tests)."""
+    return SessionKeeper(lambda ttl_ms: session, ttl_ms=6_000_000, log=LOG)
+
+
 # --- split_paths -------------------------------------------------------------
 def test_split_paths_sends_zarr_to_registration() -> None:
     order = make_order(["/data/a.ome.zarr", "/data/b.tif", "/data/c.ZARR/", "s3://bucket/d.zarr",
@@ -82,7 +89,7 @@ def test_images_and_series_are_created_in_the_dataset(
     order = make_order([single, tmp_path / "notes.txt", series])
 
     to_register, _ = split_paths(order)
-    results = register_zarr(order, to_register, SWITCHED_ON, session, LOG)
+    results = register_zarr(order, to_register, SWITCHED_ON, kept(session), LOG)
 
     images, plates = created(omero_double)
     ids = sorted(int(i) for i in images)
@@ -105,7 +112,7 @@ def test_plate_is_created_in_the_screen(tmp_path: Path, omero_double: OmeroDoubl
     write_plate(store, 3)
     order = make_order([store], destination_type="Screen")
 
-    results = register_zarr(order, [str(store)], SWITCHED_ON, session, LOG)
+    results = register_zarr(order, [str(store)], SWITCHED_ON, kept(session), LOG)
 
     images, plates = created(omero_double)
     ((plate_id, plate),) = plates.items()
@@ -123,7 +130,7 @@ def test_plate_ordered_into_a_dataset_fails(tmp_path: Path, omero_double: OmeroD
     write_plate(tmp_path / "plate.zarr", 2)
     order = make_order([tmp_path / "plate.zarr"])
     with pytest.raises(OrderFailed, match="is a plate: order it into a Screen"):
-        register_zarr(order, [str(tmp_path / "plate.zarr")], SWITCHED_ON, session, LOG)
+        register_zarr(order, [str(tmp_path / "plate.zarr")], SWITCHED_ON, kept(session), LOG)
     assert created(omero_double) == ({}, {})
 
 
@@ -132,7 +139,7 @@ def test_image_ordered_into_a_screen_fails(tmp_path: Path, omero_double: OmeroDo
     write_image(new_store(tmp_path / "i.zarr", 3))
     order = make_order([tmp_path / "i.zarr"], destination_type="Screen")
     with pytest.raises(OrderFailed, match="holds images, not a plate"):
-        register_zarr(order, [str(tmp_path / "i.zarr")], SWITCHED_ON, session, LOG)
+        register_zarr(order, [str(tmp_path / "i.zarr")], SWITCHED_ON, kept(session), LOG)
     assert created(omero_double) == ({}, {})
 
 
@@ -144,7 +151,7 @@ def test_a_malformed_store_fails_the_order_before_anything_is_created(
     write_bioformats2raw(bad, 2, layout=9)
 
     with pytest.raises(OrderFailed) as failed:
-        register_zarr(make_order([good, bad]), [str(good), str(bad)], SWITCHED_ON, session, LOG)
+        register_zarr(make_order([good, bad]), [str(good), str(bad)], SWITCHED_ON, kept(session), LOG)
 
     assert str(failed.value) == (f"cannot register {bad}: bioformats2raw.layout version 9 is not "
                                  "supported (only 3 is known)")
@@ -161,7 +168,7 @@ def test_a_refused_destination_fails_with_the_server_s_reason(
     other = server.user_session("other", "Demo", 600_000)
     with pytest.raises(OrderFailed, match=f"Cannot link to Dataset:{DATASET}") as failed:
         register_zarr(make_order([tmp_path / "i.zarr"]), [str(tmp_path / "i.zarr")],
-                      SWITCHED_ON, other, LOG)
+                      SWITCHED_ON, kept(other), LOG)
     (orphan,) = created(omero_double)[0].values()  # made before the link was refused (#11)
     assert (orphan["owner"], orphan["external_info"]["lsid"]) == (3, str(tmp_path / "i.zarr"))
     assert (f"Created for {tmp_path / 'i.zarr'} before the failure: Image {orphan['id']}."
@@ -180,7 +187,7 @@ def test_s3_store_is_registered_with_the_settings_endpoint(
     order = make_order(["s3://bucket/i.zarr"])
 
     to_register, _ = split_paths(order)
-    register_zarr(order, to_register, settings, session, LOG)
+    register_zarr(order, to_register, settings, kept(session), LOG)
 
     ((image),) = created(omero_double)[0].values()
     assert (image["pixels"]["sizes"]["x"], image["pixels"]["sizes"]["y"],
@@ -215,7 +222,7 @@ def test_label_plate_reads_every_field_from_the_label(
     write_plate(store, 2)
     write_labels(store, "nuclei")
 
-    results = register_zarr(label_order(store), [str(store)], SWITCHED_ON, session, LOG)
+    results = register_zarr(label_order(store), [str(store)], SWITCHED_ON, kept(session), LOG)
 
     images, plates = created(omero_double)
     ((plate_id, plate),) = plates.items()
@@ -236,5 +243,5 @@ def test_label_plate_with_a_field_lacking_the_label_fails(
     write_labels(store, "nuclei", skip="B/2/1")
     with pytest.raises(OrderFailed, match=r"B/2/1/labels/nuclei: is missing: the plate label "
                                           r"'nuclei' \(ImportOptions plateLabelName\)"):
-        register_zarr(label_order(store), [str(store)], SWITCHED_ON, session, LOG)
+        register_zarr(label_order(store), [str(store)], SWITCHED_ON, kept(session), LOG)
     assert created(omero_double) == ({}, {})

@@ -141,8 +141,7 @@ class DataPackageImporter:
         from omero_adi.importing.zarr_register import register_zarr
 
         kind = annotated_kind(ctx)
-        registered = tuple(register_zarr(ctx.order, uris, ctx.settings, sessions.for_step(),
-                                         ctx.log))
+        registered = tuple(register_zarr(ctx.order, uris, ctx.settings, sessions, ctx.log))
         done = f"Registered (not annotated): {describe_registered(registered)}."
         try:
             self._annotate(ctx, sessions,

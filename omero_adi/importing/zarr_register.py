@@ -19,7 +19,8 @@ from omero_adi.importing.zarr_meta import (
     ZarrSource,
     read_zarr,
 )
-from omero_adi.omero.boundary import OmeroError, UserSession
+from omero_adi.omero.boundary import OmeroError
+from omero_adi.omero.sessions import SessionKeeper
 from omero_adi.orders import Order, is_zarr
 from omero_adi.pipeline import OrderFailed
 from omero_adi.settings import Settings
@@ -57,15 +58,17 @@ def register_zarr(
     order: Order,
     uris: Sequence[str],
     settings: Settings,
-    session: UserSession,
+    sessions: SessionKeeper,
     log: logging.LoggerAdapter[logging.Logger],
 ) -> list[RegisteredZarr]:
     """Create the OMERO objects for each store, linked to the order's destination;
-    each store is logged as it is registered. A failure half-way fails the order
-    naming, in the log and the description, every object already created."""
+    each store is logged as it is registered, in a session that outlives its
+    registration. A failure half-way fails the order naming, in the log and the
+    description, every object already created."""
     results: list[RegisteredZarr] = []
     for content in read_contents(order, uris, settings):
         uri = content.source.uri
+        session = sessions.for_step()
         created: list[str] = []  # of this store, so far
         try:
             if content.plate is not None:
