@@ -76,8 +76,10 @@ def test_a_session_ttl_is_not_extended_by_keepalive(omero_double: OmeroDouble,
                                                    clients: list[Any]) -> None:
     key, joined = sudo(omero_double, clients, "researcher", "Demo", ttl_ms=60_000)
     omero_double.advance(40)
-    assert joined.sf.keepAlive(None) is True
-    assert joined.sf.getAdminService().getEventContext().userName == "researcher"
+    admin = joined.sf.getAdminService()
+    assert joined.sf.keepAlive(admin) is True
+    assert joined.sf.keepAlive(None) is False  # ServiceFactoryI.keepAlive: null → false
+    assert admin.getEventContext().userName == "researcher"
     omero_double.advance(40)  # 80 s after the start: past the time-to-live despite the activity
     with pytest.raises(omero.SessionTimeoutException):
         joined.sf.getAdminService().getEventContext()
@@ -92,7 +94,7 @@ def test_a_login_session_lives_while_used(omero_double: OmeroDouble,
     root = login(omero_double, clients)
     for _ in range(3):  # 1500 s in all, never 600 s idle
         omero_double.advance(500)
-        assert root.sf.keepAlive(None)
+        assert root.sf.keepAlive(root.sf.getAdminService())
     omero_double.advance(601)
     with pytest.raises(omero.SessionTimeoutException):
         root.sf.keepAlive(None)

@@ -144,6 +144,9 @@ class Locator(Ice.ServantLocator):
         #: Glacier2 sessions: connection → session uuid (lost with the process, as
         #: Glacier2's are when it restarts).
         self.connections: dict[str, str] = {}
+        #: Connections whose client asked detachOnDestroy: a flag of each client's own
+        #: session servant (omero/cmd/SessionI.java ``doClose``), not of the session.
+        self.detached: set[str] = set()
         self.lock = threading.Lock()
 
     def locate(self, current: Any) -> Any:
@@ -213,6 +216,10 @@ class Locator(Ice.ServantLocator):
     def bind(self, current: Any, uuid: str) -> None:
         with self.lock:
             self.connections[current.con.toString()] = uuid
+
+    def set_detached(self, current: Any, detached: bool) -> None:
+        with self.lock:
+            (self.detached.add if detached else self.detached.discard)(current.con.toString())
 
     def session_of(self, current: Any) -> str | None:
         with self.lock:

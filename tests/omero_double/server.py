@@ -60,6 +60,7 @@ class DoubleServer:
         self.locator = Locator(world, self.faults, self.router,
                                sessions.ServiceFactory(world), services)
         self.router.locator = self.locator
+        self.locator.factory.locator = self.locator
         self.adapter: Any = None
         self._lock = threading.Lock()
         self.listen()
@@ -78,6 +79,7 @@ class DoubleServer:
         Glacier2 session is lost), and listen again after ``seconds``."""
         with self.locator.lock:  # first, so closing connections ends no OMERO session
             self.locator.connections.clear()
+            self.locator.detached.clear()
         with self._lock:
             adapter, self.adapter = self.adapter, None
         if adapter is not None:

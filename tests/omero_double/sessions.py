@@ -103,13 +103,15 @@ class Router(WorldServant, Glacier2.Router):
         doDestroy)."""
         with self.locator.lock:
             key = self.locator.connections.pop(con.toString(), None)
+            detached = con.toString() in self.locator.detached
+            self.locator.detached.discard(con.toString())
         if key is None:
             return False
         with self.world.lock:
             session = self.world.data["sessions"].get(key)
             if session is not None:
                 session["refs"] -= 1
-                if session["refs"] < 1 and not session.get("detached", False):
+                if session["refs"] < 1 and not detached:
                     session["closed"] = True
                 self.world.save()
         return True
@@ -137,6 +139,8 @@ def _close_reference(world: World, session: dict[str, Any]) -> int:
 
 @amd
 class ServiceFactory(WorldServant, omero.api.ServiceFactory):
+    locator: Locator  # set by DoubleServer once the locator exists
+
     def _service(self, name: str, current: Any) -> Any:
         return current.adapter.createProxy(Ice.Identity(f"omero.api.{name}", current.id.name))
 
@@ -159,7 +163,14 @@ class ServiceFactory(WorldServant, omero.api.ServiceFactory):
         return omero.api.IPixelsPrx.uncheckedCast(self._service("IPixels", current))
 
     def keepAlive(self, proxy: Any, current: Any = None) -> bool:
-        return True  # the locator has already refused a dead session
+        """ServiceFactoryI.keepAlive: (the locator has already refused a dead session)
+        false for a null proxy, else whether it names one of this session's services
+        (BlitzGateway.keepAlive passes its IAdmin proxy; omero-py's keep-alive thread
+        passes null and ignores the answer)."""
+        if proxy is None:
+            return False
+        ident = proxy.ice_getIdentity()
+        return ident.category == current.id.name and ident.name in self.locator.services
 
     def keepAllAlive(self, proxies: Any, current: Any = None) -> int:
         """ServiceFactoryI.keepAllAlive: bit i set when proxy i is not alive (a null
@@ -172,16 +183,11 @@ class ServiceFactory(WorldServant, omero.api.ServiceFactory):
 
     @void
     def detachOnDestroy(self, current: Any = None) -> None:
-        self._set_detached(current, True)
+        self.locator.set_detached(current, True)
 
     @void
     def closeOnDestroy(self, current: Any = None) -> None:
-        self._set_detached(current, False)
-
-    def _set_detached(self, current: Any, detached: bool) -> None:
-        with self.world.lock:
-            self.world.data["sessions"][current.id.name]["detached"] = detached
-            self.world.save()
+        self.locator.set_detached(current, False)
 
 
 @amd
