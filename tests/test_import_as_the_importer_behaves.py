@@ -1,6 +1,5 @@
 """What the real ``omero import`` wrapper and importer do that the daemon must handle
-(issue #11), through the OMERO double and the importer stand-in (the bugs listed in
-DOUBLE-INTERFACE.md, "Bugs found", each fixed on branch ``correct``)."""
+(issue #11), through the OMERO double and the importer stand-in."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from tests.importer_standin.fixture import ImporterSite, importer_site  # noqa: 
 TEMPLATE = re.compile(r"^researcher_\d+/\d{4}-\d{2}/\d{2}/\d{2}-\d{2}-\d{2}\.\d{3}$")
 BASE_KEYS = ["UUID", "Filepath", "Group", "Username", "DestinationID", "DestinationType",
              "Files", "FileNames"]
-#: The double's default world (DOUBLE-INTERFACE.md).
+#: The double's default world (tests/omero_double/README.md).
 DATASET, SCREEN, LAB2_DATASET = 151, 451, 152
 
 

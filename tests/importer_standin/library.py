@@ -19,7 +19,7 @@ Modelled on ome/omero-blitz:
   ``INTERNAL_EXCEPTION`` (counted); an exception from ``importFileset`` is not.
   A failed server-side import leaves its Fileset and links, without images.
 The server side of one fileset (``ManagedRepositoryI.importFileset`` and the
-import process) is the double's ``POST /import`` (DOUBLE-INTERFACE.md).
+import process) is the double's ``POST /import`` (tests/omero_double/README.md).
 """
 
 from __future__ import annotations
@@ -127,8 +127,11 @@ def server_import(key: str, target: Target | None, container: Container,
 
 
 def _read(path: str) -> None:
-    """``AbstractExecFileTransfer.transfer`` (ome/omero-blitz, ``ln_s``): the link's
-    target must exist (``checkTarget``) and the checksum reads the file, so a used
+    """The ``ln_s`` transfer of one used file (ome/omero-blitz
+    ``transfers/SymlinkFileTransfer.java``, whose ``transfer`` is that of
+    ``transfers/AbstractExecFileTransfer.java``): ``exec`` makes the link (which
+    needs no target), ``checkTarget`` has the server read the file's size through
+    it, and the checksum (``ChecksumProvider.putFile``) reads the file, so a used
     file gone or unreadable since the scan fails its fileset."""
     try:
         with open(path, "rb"):

@@ -1,6 +1,6 @@
 """What the importer writes: its log on standard error, its report on standard output.
 
-Modelled on ome/omero-blitz:
+Modelled on ome/omero-blitz (the log layout on ome/openmicroscopy):
 - log lines in the layout of OMERO's ``etc/logback-cli.xml`` (also shipped in
   OMERO.java.zip's ``libs/``, which ``omero import`` uses after
   ``--fetch-jars``): ``%d %-10.10r [%10.10t] %-6.6p %40.40c - %m%n`` on the
@@ -147,7 +147,7 @@ class Monitor:
             self.log("INFO" if self.errors else "DEBUG", HANDLER, f"Number of errors: {self.errors}")
 
     def summary(self) -> None:
-        """IMPORT_SUMMARY: ``ImportSummary.report`` (System.err.print)."""
+        """IMPORT_SUMMARY: ``LoggingImportMonitor.ImportSummary.report`` (System.err.print)."""
         def count(name: str, n: int) -> str:
             return f"{n} {name}{'' if n == 1 else 's'}"
 

@@ -1,6 +1,6 @@
 """An OMERO server double that speaks Ice: the real omero-py, BlitzGateway and
-ezomero talk to it over TCP/SSL, unchanged. Test-only; see DOUBLE-INTERFACE.md
-(in the worktrees' parent) and docs/omero.md "What was tested against what".
+ezomero talk to it over TCP/SSL, unchanged. Test-only; see tests/omero_double/README.md
+and docs/omero.md "What was tested against what".
 
 Modules: ``world`` (the state and the permission rules), ``dispatch`` (the
 servant locator: sessions, counts, faults, unknown calls), ``sessions``

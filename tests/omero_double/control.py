@@ -1,5 +1,5 @@
 """The double's test-only control API (HTTP+JSON on 127.0.0.1), as
-DOUBLE-INTERFACE.md describes it: state, faults, clock, world, refusing
+tests/omero_double/README.md describes it: state, faults, clock, world, refusing
 connections, and ``POST /import``, the server half of one fileset import."""
 
 from __future__ import annotations

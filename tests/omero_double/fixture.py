@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 class OmeroDouble:
-    """A running double; see DOUBLE-INTERFACE.md for what each method does."""
+    """A running double; see tests/omero_double/README.md for what each method does."""
 
     def __init__(self, state_dir: Path, cert_dir: Path):
         self.state_dir, self.cert_dir = state_dir, cert_dir

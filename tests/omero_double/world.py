@@ -42,7 +42,8 @@ class DoubleError(Exception):
 
 
 def default_world() -> dict[str, Any]:
-    """The world of DOUBLE-INTERFACE.md: root, Demo (researcher, other), Lab2 (alice)."""
+    """The default world (tests/omero_double/README.md): root, Demo (researcher, other),
+    Lab2 (alice)."""
     world: dict[str, Any] = {
         "next_id": 1000, "clock_offset_ms": 0,
         "groups": {}, "users": {}, "datasets": {}, "screens": {}, "plates": {}, "images": {},
