@@ -139,10 +139,14 @@ DESCRIPTION_WIDTH = 60
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_existing_store(settings)
-    orders = admin.recent_orders(
-        engine, uuid=args.uuid, user=args.user, group=args.group, stage=args.stage,
-        limit=args.limit,
-    )
+    try:
+        orders = admin.recent_orders(
+            engine, uuid=args.uuid, user=args.user, group=args.group, stage=args.stage,
+            limit=args.limit,
+        )
+    except SQLAlchemyError as exc:
+        _older_database(engine, exc)
+        raise
     if args.json:
         print(json.dumps([o.as_dict() for o in orders], indent=2))
         return 0
@@ -164,6 +168,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         _print_watch_status(engine)
     notify_commands.status_lines(engine, settings, args.uuid)
     return 0
+
+
+def _older_database(engine: Engine, exc: SQLAlchemyError) -> None:
+    """Explain a failed read by a database that this omero-adi has not migrated yet."""
+    with engine.connect() as connection:
+        revision, head = migrate.current_revision(connection), migrate.head_revision()
+    if revision != head:
+        raise CommandError(
+            f"the order database is at revision {revision}, older than this omero-adi "
+            f"({head}), so its tables lack what `status` reads: run `omero-adi migrate` "
+            "(or start the daemon, which migrates)") from exc
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -178,6 +178,21 @@ def test_status_on_an_unmigrated_database_says_to_migrate(
     assert "has no omero-adi tables yet: run `omero-adi migrate`" in capsys.readouterr().err
 
 
+def test_status_on_a_database_older_than_the_progress_table_says_to_migrate(
+    make_pg_database, monkeypatch, tmp_path, capsys
+) -> None:
+    monkeypatch.setenv("INGEST_TRACKING_DB_URL", make_pg_database())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["migrate"]) == 0
+    before_progress = "a7c4e2d90b13"  # the revision before adi_progress
+    assert cli.main(["migrate", "--downgrade", before_progress]) == 0
+    capsys.readouterr()
+    assert cli.main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert f"is at revision {before_progress}, older than this omero-adi" in err
+    assert "run `omero-adi migrate`" in err and "Traceback" not in err
+
+
 def test_status_without_a_database_creates_no_sqlite_file(monkeypatch, tmp_path, capsys) -> None:
     monkeypatch.chdir(tmp_path)  # no settings, no INGEST_TRACKING_DB_URL: the default SQLite file
     for command in (["status"], ["retry", "x"], ["cancel", "x"]):
