@@ -8,11 +8,22 @@ import dataclasses
 import math
 import re
 import typing
+from dataclasses import field
 from typing import Any, Mapping
 
 
 class SettingsError(ValueError):
     """A settings file or variable is missing, unreadable or has a wrong value."""
+
+
+def setting(default: Any, doc: str, **extra: Any) -> Any:
+    """A dataclass field that is a setting: its default, its ``doc`` for
+    docs/configuration.md, and checks of :func:`convert` (``minimum``, ``choices``)
+    or of the log (``secret``)."""
+    meta = {"doc": doc, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def parse_bool(text: str) -> bool | None:
