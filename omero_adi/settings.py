@@ -22,8 +22,8 @@ from typing import Any, Mapping
 import yaml
 
 from omero_adi.notify.config import NotifySettings
-from omero_adi.settings_values import SettingsError, convert, setting
-from omero_adi.watch.rules import RuleError, WatchRule, check_roots, parse_rules
+from omero_adi.settings_values import SettingsError, convert, optional, setting
+from omero_adi.watch.rules import WatchRule, check_rules
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +181,7 @@ class Settings:
     # --- watch folders -----------------------------------------------------
     watch: list[WatchRule] = setting(
         [], "Watch rules: folders whose complete new files or acquisition folders become "
-        "orders by themselves (docs/watch.md; the keys of a rule are listed below).",
-        parse=parse_rules, type_name="list of rules",
+        "orders by themselves (docs/watch.md; the keys of a rule follow).",
     )
     # --- observability -----------------------------------------------------
     metrics_port: int = setting(
@@ -219,10 +218,10 @@ class Settings:
             raise SettingsError(
                 f"setting 'processed_data_folder' must be one folder name, got {folder!r}")
         object.__setattr__(self, "watch", [  # the watcher never orders the converted copies
-            dataclasses.replace(rule, processed_folder=folder) for rule in self.watch])
+            rule.with_processed_folder(folder) for rule in self.watch])
         try:
-            check_roots(self.watch, [self.base_dir, *self.allowed_roots])
-        except RuleError as exc:
+            check_rules(self.watch, [self.base_dir, *self.allowed_roots])
+        except ValueError as exc:
             raise SettingsError(str(exc)) from None
 
     @property
@@ -365,22 +364,21 @@ def settings_keys() -> list[str]:
 def setting_docs(section: Any = Settings, prefix: str = "") -> list[tuple[str, str, Any, str]]:
     """(key, type, default, meaning) for every setting, for the docs; the keys
     of a section (``notify``) follow as ``notify.<key>``, those of a list of
-    mappings as ``notify.webhooks[].<key>``."""
+    mappings as ``watch[].<key>``. Derived fields (``init=False``) are not keys."""
     kinds = typing.get_type_hints(section)
     rows = []
-    for f in dataclasses.fields(section):
+    for f in (f for f in dataclasses.fields(section) if f.init):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
-        kind = kinds[f.name]
+        kind, doc = optional(kinds[f.name]), f.metadata["doc"]  # X | None: X, default null
         item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
-        if dataclasses.is_dataclass(kind):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            if default is None:  # a section that may be left out
+                rows.append((prefix + f.name, kind.__name__, default, doc))
             rows += setting_docs(kind, f"{prefix}{f.name}.")
-            continue
-        name = f.metadata.get("type_name") or (
-            kind.__name__ if isinstance(kind, type) and not isinstance(kind, types.GenericAlias)
-            else str(kind))
-        if "type_name" not in f.metadata and isinstance(item, type) and dataclasses.is_dataclass(item):
-            rows.append((prefix + f.name, f"list[{item.__name__}]", default, f.metadata["doc"]))
+        elif isinstance(item, type) and dataclasses.is_dataclass(item):
+            rows.append((prefix + f.name, f"list[{item.__name__}]", default, doc))
             rows += setting_docs(item, f"{prefix}{f.name}[].")
-            continue
-        rows.append((prefix + f.name, name, default, f.metadata["doc"]))
+        else:
+            plain = isinstance(kind, type) and not isinstance(kind, types.GenericAlias)
+            rows.append((prefix + f.name, kind.__name__ if plain else str(kind), default, doc))
     return rows
