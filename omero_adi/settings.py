@@ -15,15 +15,15 @@ import os
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from omero_adi.notify.config import NotifySettings
-from omero_adi.settings_values import SettingsError, convert
-from omero_adi.watch.rules import RuleError, WatchRule, check_roots, parse_rules
+from omero_adi.settings_values import SettingsError, convert, optional, setting
+from omero_adi.watch.rules import WatchRule, check_rules
 
 log = logging.getLogger(__name__)
 
@@ -54,171 +54,163 @@ ENVIRONMENT = {
 }
 
 
-def _setting(default: Any, doc: str, **extra: Any) -> Any:
-    meta = {"doc": doc, **extra}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
 class Settings:
     # --- order store -------------------------------------------------------
-    ingest_tracking_db: str = _setting(
+    ingest_tracking_db: str = setting(
         DEFAULT_SQLITE_URL,
         "URL of the order database: postgresql:// (or postgres://) in production, "
         "sqlite:/// for a single machine. Without one, a SQLite file in the working "
         "directory is used.",
     )
-    run_migrations: bool = _setting(True, "Run database migrations at start-up.")
-    allow_auto_stamp: bool = _setting(
+    run_migrations: bool = setting(True, "Run database migrations at start-up.")
+    allow_auto_stamp: bool = setting(
         False,
         "Adopt a database whose ADI tables exist but carry no migration version "
         "(created by the earlier ADI or by a client's create_all).",
     )
-    sqlalchemy_url: str = _setting(
+    sqlalchemy_url: str = setting(
         "",
         "Database that `omero-adi migrate` migrates when ingest_tracking_db is not set "
         "(BIOMERO.importer's fallback).",
     )
     # --- logging -----------------------------------------------------------
-    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL.", choices=(
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL.", choices=(
         "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-    log_file_path: str = _setting("logs/app.logs", "The daemon's log file.")
-    log_max_bytes: int = _setting(50_000_000, "Rotate the log file at this size (bytes).", minimum=0)
-    log_backup_count: int = _setting(5, "Rotated log files kept.", minimum=0)
+    log_file_path: str = setting("logs/app.logs", "The daemon's log file.")
+    log_max_bytes: int = setting(50_000_000, "Rotate the log file at this size (bytes).", minimum=0)
+    log_backup_count: int = setting(5, "Rotated log files kept.", minimum=0)
     # --- daemon ------------------------------------------------------------
-    base_dir: str = _setting("/data", "Root of the shared storage that orders may read.")
-    allowed_roots: list[str] = _setting(
+    base_dir: str = setting("/data", "Root of the shared storage that orders may read.")
+    allowed_roots: list[str] = setting(
         [], "Further directories, besides base_dir, that order files may live in."
     )
-    max_workers: int = _setting(4, "Orders processed at the same time.", minimum=1)
-    poll_interval: float = _setting(
+    max_workers: int = setting(4, "Orders processed at the same time.", minimum=1)
+    poll_interval: float = setting(
         30.0,
         "Seconds between safety polls on PostgreSQL (pickup normally happens "
         "at once through LISTEN/NOTIFY).",
         minimum=0.1,
     )
-    sqlite_poll_interval: float = _setting(
+    sqlite_poll_interval: float = setting(
         0.5, "Seconds between polls on SQLite, which has no notifications.", minimum=0.01
     )
-    heartbeat_interval: float = _setting(
+    heartbeat_interval: float = setting(
         10.0, "Seconds between heartbeats of a daemon that runs orders.", minimum=0.1
     )
-    stale_after: float = _setting(
+    stale_after: float = setting(
         60.0,
         "A claimed order whose daemon sent no heartbeat for this many seconds "
         "is considered interrupted.",
         minimum=0.1,
     )
-    recovery_interval: float = _setting(
+    recovery_interval: float = setting(
         60.0, "Seconds between looks for interrupted orders.", minimum=0.1
     )
-    requeue_interrupted: bool = _setting(
+    requeue_interrupted: bool = setting(
         False, "Re-queue interrupted orders instead of failing them."
     )
-    shutdown_timeout: float = _setting(
+    shutdown_timeout: float = setting(
         60.0, "Seconds running orders may take to finish after SIGTERM.", minimum=0
     )
     # --- OMERO -------------------------------------------------------------
-    omero_host: str = _setting("localhost", "OMERO server host.")
-    omero_port: int = _setting(4064, "OMERO server port.", minimum=1)
-    omero_user: str = _setting("root", "OMERO admin user that opens sessions for users.")
-    omero_password: str = _setting("", "Password of omero_user.", secret=True)
-    omero_cli: str = _setting("omero", "The `omero` executable that runs imports.")
-    import_timeout: float = _setting(
+    omero_host: str = setting("localhost", "OMERO server host.")
+    omero_port: int = setting(4064, "OMERO server port.", minimum=1)
+    omero_user: str = setting("root", "OMERO admin user that opens sessions for users.")
+    omero_password: str = setting("", "Password of omero_user.", secret=True)
+    omero_cli: str = setting("omero", "The `omero` executable that runs imports.")
+    import_timeout: float = setting(
         6 * 3600.0, "Seconds one importer run may take before it is killed.", minimum=1
     )
-    import_depth: int = _setting(10, "Directory depth the importer scans (--depth).", minimum=1)
-    omero_connect_retries: int = _setting(
+    import_depth: int = setting(10, "Directory depth the importer scans (--depth).", minimum=1)
+    omero_connect_retries: int = setting(
         5, "Attempts to reach OMERO before an order fails.", minimum=1
     )
-    ttl_for_user_conn: int = _setting(
+    ttl_for_user_conn: int = setting(
         6_000_000, "Lifetime of a user's OMERO session (milliseconds); the session an "
         "importer run joins lives at least import_timeout + 60 s.", minimum=1000
     )
-    parallel_upload_per_worker: int = _setting(2, "--parallel-upload of the importer.", minimum=1)
-    parallel_filesets_per_worker: int = _setting(
+    parallel_upload_per_worker: int = setting(2, "--parallel-upload of the importer.", minimum=1)
+    parallel_filesets_per_worker: int = setting(
         2, "--parallel-fileset of the importer.", minimum=1
     )
-    skip_all: bool = _setting(False, "--skip all.")
-    skip_checksum: bool = _setting(False, "--skip checksum.")
-    skip_minmax: bool = _setting(False, "--skip minmax.")
-    skip_thumbnails: bool = _setting(False, "--skip thumbnails.")
-    skip_upgrade: bool = _setting(False, "--skip upgrade.")
-    use_register_zarr: bool = _setting(
+    skip_all: bool = setting(False, "--skip all.")
+    skip_checksum: bool = setting(False, "--skip checksum.")
+    skip_minmax: bool = setting(False, "--skip minmax.")
+    skip_thumbnails: bool = setting(False, "--skip thumbnails.")
+    skip_upgrade: bool = setting(False, "--skip upgrade.")
+    use_register_zarr: bool = setting(
         False, "Register .zarr paths with their own metadata instead of importing them."
     )
-    zarr_s3_endpoint: str = _setting("", "Endpoint URL for s3:// Zarr stores (empty: AWS).")
-    zarr_s3_anonymous: bool = _setting(True, "Read s3:// Zarr stores without credentials.")
-    managed_repository: str = _setting(
+    zarr_s3_endpoint: str = setting("", "Endpoint URL for s3:// Zarr stores (empty: AWS).")
+    zarr_s3_anonymous: bool = setting(True, "Read s3:// Zarr stores without credentials.")
+    managed_repository: str = setting(
         "/OMERO/ManagedRepository", "The OMERO server's ManagedRepository, as ADI sees it."
     )
-    annotation_namespace: str = _setting(
+    annotation_namespace: str = setting(
         "omeroadi.import",
         "Namespace of the key-value annotation on imported images and plates "
         "(BIOMERO.importer uses biomero.import).",
     )
     # --- preprocessing -----------------------------------------------------
-    podman_url: str = _setting(
+    podman_url: str = setting(
         "", "Podman API socket (unix://…); empty: the usual socket paths, then the podman CLI."
     )
-    podman_userns_mode: str = _setting("", "`keep-id` runs containers with --userns=keep-id.")
-    allowed_containers: list[str] = _setting(
+    podman_userns_mode: str = setting("", "`keep-id` runs containers with --userns=keep-id.")
+    allowed_containers: list[str] = setting(
         [], "Container images (names or glob patterns) that orders may run."
     )
-    preprocessing_timeout: float = _setting(
+    preprocessing_timeout: float = setting(
         4 * 3600.0, "Seconds one preprocessing container may run.", minimum=1
     )
-    inplace_tmp_root: str = _setting(
+    inplace_tmp_root: str = setting(
         "/OMERO/OMERO_inplace", "Local folder for preprocessed copies, one subfolder per order."
     )
-    processed_data_folder: str = _setting(
+    processed_data_folder: str = setting(
         ".processed",
         "Folder beside the originals for the converted copies (and metadata.csv): one "
         "name, not a path. Choose it before the first import: links point into it.",
     )
-    podman_bind_retry_attempts: int = _setting(
+    podman_bind_retry_attempts: int = setting(
         3, "Runs of a container whose bind mount fails as busy (EBUSY, CIFS/DFS shares).",
         minimum=1,
     )
-    podman_bind_retry_delay_seconds: float = _setting(
+    podman_bind_retry_delay_seconds: float = setting(
         2.0, "Seconds before running such a container again.", minimum=0
     )
     # --- watch folders -----------------------------------------------------
-    watch: list[WatchRule] = _setting(
+    watch: list[WatchRule] = setting(
         [], "Watch rules: folders whose complete new files or acquisition folders become "
-        "orders by themselves (docs/watch.md; the keys of a rule are listed below).",
-        parse=parse_rules, type_name="list of rules",
+        "orders by themselves (docs/watch.md; the keys of a rule follow).",
     )
     # --- observability -----------------------------------------------------
-    metrics_port: int = _setting(
+    metrics_port: int = setting(
         0, "Port of the /healthz and /metrics endpoint; 0 turns it off.", minimum=0
     )
     # --- notifications and the in-place guard (docs/notifications.md) -------
-    notify: NotifySettings = _setting(
+    notify: NotifySettings = setting(
         NotifySettings(), "Notifications by e-mail and webhook (a section; keys below)."
     )
-    guard_interval: float = _setting(
+    guard_interval: float = setting(
         86400.0,
         "Seconds over which the in-place guard checks every imported file once "
         "(one stat each, spread evenly); 0 turns the periodic check off.",
         minimum=0,
     )
     # --- health check (tests/system_check.py) ------------------------------
-    preprocessing: bool = _setting(False, "System check: order with preprocessing.")
-    sample_image: str = _setting(
+    preprocessing: bool = setting(False, "System check: order with preprocessing.")
+    sample_image: str = setting(
         "/auto-importer/tests/Barbie.tif", "System check: sample image to import."
     )
-    sample_group: str = _setting("", "System check: OMERO group.")
-    sample_user: str = _setting("", "System check: OMERO user.")
-    sample_parent_id: str = _setting("", "System check: Dataset or Screen id.")
-    sample_parent_type: str = _setting("Dataset", "System check: Dataset or Screen.")
-    sample_pre_container: str = _setting("", "System check: preprocessing container.")
-    sample_pre_input: str = _setting("{Files}", "System check: preprocessing input file.")
-    sample_pre_out: str = _setting("/data", "System check: preprocessing output folder.")
-    sample_pre_outalt: str = _setting("/out", "System check: alternative output folder.")
-    sample_pre_save: str = _setting("", "System check: `saveoption` extra parameter.")
+    sample_group: str = setting("", "System check: OMERO group.")
+    sample_user: str = setting("", "System check: OMERO user.")
+    sample_parent_id: str = setting("", "System check: Dataset or Screen id.")
+    sample_parent_type: str = setting("Dataset", "System check: Dataset or Screen.")
+    sample_pre_container: str = setting("", "System check: preprocessing container.")
+    sample_pre_input: str = setting("{Files}", "System check: preprocessing input file.")
+    sample_pre_out: str = setting("/data", "System check: preprocessing output folder.")
+    sample_pre_outalt: str = setting("/out", "System check: alternative output folder.")
+    sample_pre_save: str = setting("", "System check: `saveoption` extra parameter.")
 
     def __post_init__(self) -> None:
         folder = self.processed_data_folder
@@ -226,10 +218,10 @@ class Settings:
             raise SettingsError(
                 f"setting 'processed_data_folder' must be one folder name, got {folder!r}")
         object.__setattr__(self, "watch", [  # the watcher never orders the converted copies
-            dataclasses.replace(rule, processed_folder=folder) for rule in self.watch])
+            rule.with_processed_folder(folder) for rule in self.watch])
         try:
-            check_roots(self.watch, [self.base_dir, *self.allowed_roots])
-        except RuleError as exc:
+            check_rules(self.watch, [self.base_dir, *self.allowed_roots])
+        except ValueError as exc:
             raise SettingsError(str(exc)) from None
 
     @property
@@ -372,22 +364,21 @@ def settings_keys() -> list[str]:
 def setting_docs(section: Any = Settings, prefix: str = "") -> list[tuple[str, str, Any, str]]:
     """(key, type, default, meaning) for every setting, for the docs; the keys
     of a section (``notify``) follow as ``notify.<key>``, those of a list of
-    mappings as ``notify.webhooks[].<key>``."""
+    mappings as ``watch[].<key>``. Derived fields (``init=False``) are not keys."""
     kinds = typing.get_type_hints(section)
     rows = []
-    for f in dataclasses.fields(section):
+    for f in (f for f in dataclasses.fields(section) if f.init):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
-        kind = kinds[f.name]
+        kind, doc = optional(kinds[f.name]), f.metadata["doc"]  # X | None: X, default null
         item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
-        if dataclasses.is_dataclass(kind):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            if default is None:  # a section that may be left out
+                rows.append((prefix + f.name, kind.__name__, default, doc))
             rows += setting_docs(kind, f"{prefix}{f.name}.")
-            continue
-        name = f.metadata.get("type_name") or (
-            kind.__name__ if isinstance(kind, type) and not isinstance(kind, types.GenericAlias)
-            else str(kind))
-        if "type_name" not in f.metadata and isinstance(item, type) and dataclasses.is_dataclass(item):
-            rows.append((prefix + f.name, f"list[{item.__name__}]", default, f.metadata["doc"]))
+        elif isinstance(item, type) and dataclasses.is_dataclass(item):
+            rows.append((prefix + f.name, f"list[{item.__name__}]", default, doc))
             rows += setting_docs(item, f"{prefix}{f.name}[].")
-            continue
-        rows.append((prefix + f.name, name, default, f.metadata["doc"]))
+        else:
+            plain = isinstance(kind, type) and not isinstance(kind, types.GenericAlias)
+            rows.append((prefix + f.name, kind.__name__ if plain else str(kind), default, doc))
     return rows

@@ -7,12 +7,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import types
 import typing
+from dataclasses import field
 from typing import Any, Mapping
 
 
 class SettingsError(ValueError):
     """A settings file or variable is missing, unreadable or has a wrong value."""
+
+
+def setting(default: Any, doc: str, **extra: Any) -> Any:
+    """A dataclass field that is a setting: its default, its ``doc`` for
+    docs/configuration.md, and checks of :func:`convert` (``minimum``, ``choices``)
+    or of the log (``secret``)."""
+    meta = {"doc": doc, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def parse_bool(text: str) -> bool | None:
@@ -25,15 +37,20 @@ def parse_bool(text: str) -> bool | None:
     return None
 
 
+def optional(kind: Any) -> Any:
+    """``X`` for ``X | None`` (a key that may be left out: None keeps the default)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        given = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        if len(given) == 1:
+            return given[0]
+    return kind
+
+
 def convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bool) -> Any:
     """Check one value against its declared type; return it converted."""
     where = f"environment variable for {key!r}" if from_env else f"setting {key!r}"
+    kind = optional(kind)
     origin = typing.get_origin(kind)
-    if "parse" in meta:  # a setting with a parser of its own raises ValueError saying why
-        try:
-            return meta["parse"](raw)
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
     if dataclasses.is_dataclass(kind):
         return _section(key, raw, kind, where)
     if origin is list and dataclasses.is_dataclass(typing.get_args(kind)[0]):
@@ -41,6 +58,11 @@ def convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bo
             raise SettingsError(f"{where} must be a list, got {raw!r}")
         return [convert(f"{key}[{i}]", item, typing.get_args(kind)[0], meta, from_env)
                 for i, item in enumerate(raw)]
+    if origin is dict:  # dict[str, X]: names chosen by the user, each value an X
+        if not isinstance(raw, Mapping):
+            raise SettingsError(f"{where} must be a mapping of names to values, got {raw!r}")
+        return {str(name): convert(f"{key}.{name}", item, typing.get_args(kind)[1], {}, from_env)
+                for name, item in raw.items()}
     if kind is bool:
         value: Any = raw if isinstance(raw, bool) else (
             parse_bool(raw) if isinstance(raw, str) else None)
@@ -64,10 +86,11 @@ def convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bo
             raise SettingsError(f"{where} must be text, got {raw!r}")
         value = str(raw)
         choices = meta.get("choices")
-        if choices:
-            value = value.upper()
-            if value not in choices:
+        if choices:  # in any case, as the choice is spelt
+            chosen = [choice for choice in choices if choice.lower() == value.lower()]
+            if not chosen:
                 raise SettingsError(f"{where} must be one of {', '.join(choices)}, got {raw!r}")
+            value = chosen[0]
     elif origin is list:
         if isinstance(raw, str):
             raw = [part for part in re.split(r"[,\n]", raw) if part.strip()]
@@ -80,14 +103,15 @@ def convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bo
 
 
 def _section(key: str, raw: Any, kind: Any, where: str) -> Any:
-    """A mapping of settings (such as ``notify:``) checked against its dataclass."""
+    """A mapping of settings (such as ``notify:``) checked against its dataclass,
+    whose ``__post_init__`` checks what concerns several keys (ValueError)."""
     if not isinstance(raw, Mapping):
         raise SettingsError(f"{where} must be a mapping of keys to values, got {raw!r}")
     kinds = typing.get_type_hints(kind)
-    metas = {f.name: f.metadata for f in dataclasses.fields(kind)}
+    metas = {f.name: f.metadata for f in dataclasses.fields(kind) if f.init}  # the rest: derived
     values = {}
     for name, item in raw.items():
-        if name not in kinds:
+        if name not in metas:
             raise SettingsError(f"unknown setting {key}.{name}")
         if item is not None:
             values[name] = convert(f"{key}.{name}", item, kinds[name], metas[name], False)

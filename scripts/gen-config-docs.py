@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from omero_adi.settings import ENVIRONMENT, LEGACY_KEYS, setting_docs
-from omero_adi.watch.rules import RULE_FIELDS
 
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -32,8 +31,9 @@ an unknown key is ignored with a warning that names the nearest known key
 (`unknown settings key 'max_worker' is ignored; did you mean 'max_workers'?`,
 in the daemon's log too, and as a failing `settings` line of `omero-adi
 check`), and the keys of the old file-based system ({legacy}) are ignored
-with a warning. Inside a section (`notify:`) an unknown key
-is an error: a misspelt key there would silently turn a notification off.
+with a warning. Inside a section (`notify:`, each rule of `watch:`) an
+unknown key is an error: a misspelt key there would silently turn a
+notification off or change what a rule orders.
 
 `omero-adi check` shows whether the settings work on this machine (settings,
 database, OMERO login, importer, Java, Podman, folders); the daemon logs all
@@ -64,13 +64,6 @@ def render() -> str:
     for key, kind, default, doc in rows:
         env = f" Environment: `{variable_of[key]}`." if key in variable_of else ""
         lines.append(f"| `{key}` | {kind} | {_value(default)} | {_cell(doc)}{env} |")
-    lines += ["", "## Watch rules", "", "Each entry of `watch` is a mapping with these keys "
-              "(see [watch.md](watch.md)):", "",
-              "| key | type | default | meaning |", "|---|---|---|---|"]
-    for rule_field in RULE_FIELDS:
-        default = "—" if rule_field.default is None else _value(rule_field.default)
-        lines.append(f"| `{rule_field.name}` | {rule_field.kind} | {default} | "
-                     f"{_cell(rule_field.doc)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -43,34 +43,49 @@ GOOD = {"folder": "/data/incoming", "group": "lab", "user": "alice", "dataset_id
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"folder": "/elsewhere/incoming"},
-     "folder /elsewhere/incoming is outside the import roots (/data)"),
-    ({"folder": "incoming"}, "must be an absolute path"),
-    ({"folder": "/data/../etc"}, "must be an absolute path without '..'"),
-    ({"pattern": "{group}/{project}", "group": None},
-     "pattern names an unknown segment {project}; known: {group}, {user}, {dataset}"),
-    ({"pattern": "{group}x"}, "pattern level '{group}x' must be a whole {segment}"),
-    ({"pattern": "/other/{user}", "user": None}, "does not begin with the folder"),
+    ({"folder": "/elsewhere/incoming"}, "watch rule '/elsewhere/incoming': folder "
+     "/elsewhere/incoming is outside the import roots (/data)"),
+    ({"folder": None}, "setting 'watch[0]': folder is required"),
+    ({"folder": "incoming"}, "setting 'watch[0]': folder 'incoming' must be an absolute path"),
+    ({"folder": "/data/../etc"},
+     "setting 'watch[0]': folder '/data/../etc' must be an absolute path without '..'"),
+    ({"pattern": "{group}/{project}", "group": None}, "setting 'watch[0]': pattern names an "
+     "unknown segment {project}; known: {group}, {user}, {dataset}"),
+    ({"pattern": "{group}x"}, "setting 'watch[0]': pattern level '{group}x' must be a whole "
+     "{segment}"),
+    ({"pattern": "/other/{user}", "user": None},
+     "setting 'watch[0]': pattern '/other/{user}' does not begin with the folder"),
     ({"dataset_id": None, "dataset_name": "{dataset}"},
-     "dataset_name uses {dataset}, which the pattern does not name"),
-    ({"pattern": "{group}"}, "group is given and also named in the pattern"),
-    ({"user": None}, "give user, or name {user} in the pattern"),
-    ({"screen_id": 3}, "give exactly one of dataset_id, screen_id, dataset_name "
-                       "(got dataset_id, screen_id)"),
-    ({"dataset_id": "seven"}, "dataset_id must be a positive id, got 'seven'"),
-    ({"unit": "plate"}, "unit must be 'file' or 'folder', got 'plate'"),
-    ({"settle_seconds": -1}, "settle_seconds must be a number of at least 0.0, got -1"),
-    ({"ready_marker": "a/b"}, "ready_marker must be a file name"),
-    ({"preprocessing": {"input_file": "{Files}"}}, "preprocessing needs a container"),
-    ({"colour": "blue"}, "unknown key(s) colour"),
+     "setting 'watch[0]': dataset_name uses {dataset}, which the pattern does not name"),
+    ({"pattern": "{group}"}, "setting 'watch[0]': group is given and also named in the pattern"),
+    ({"user": None}, "setting 'watch[0]': give user, or name {user} in the pattern"),
+    ({"group": " "}, "setting 'watch[0]': group must be non-empty text, got ' '"),
+    ({"screen_id": 3}, "setting 'watch[0]': give exactly one of dataset_id, screen_id, "
+                       "dataset_name (got dataset_id, screen_id)"),
+    ({"dataset_id": "seven"}, "setting 'watch[0].dataset_id' must be a whole number, got 'seven'"),
+    ({"dataset_id": 0}, "setting 'watch[0].dataset_id' must be at least 1, got 0"),
+    ({"unit": "plate"}, "setting 'watch[0].unit' must be one of file, folder, got 'plate'"),
+    ({"settle_seconds": -1}, "setting 'watch[0].settle_seconds' must be at least 0, got -1"),
+    ({"include": 5}, "setting 'watch[0].include' must be a list of text, got 5"),
+    ({"ready_marker": "a/b"}, "setting 'watch[0]': ready_marker must be a file name"),
+    ({"preprocessing": {"input_file": "{Files}"}},
+     "setting 'watch[0].preprocessing': needs a container"),
+    ({"preprocessing": {"container": "c", "extra_params": ["a"]}},
+     "setting 'watch[0].preprocessing.extra_params' must be a mapping of names to values"),
+    ({"preprocessing": {"container": "c", "extra_params": {"a": [1]}}},
+     "setting 'watch[0].preprocessing.extra_params.a' must be text, got [1]"),
+    ({"preprocessing": {"container": "c", "colour": "blue"}},
+     "unknown setting watch[0].preprocessing.colour"),
+    ({"colour": "blue"}, "unknown setting watch[0].colour"),
 ])
 def test_a_bad_rule_stops_the_settings_with_a_clear_message(
         change: dict[str, Any], message: str) -> None:
+    """Each message names the rule (its place in the list, or its name), the key
+    and what is wrong."""
     rule = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     with pytest.raises(SettingsError) as error:
         build_settings({"watch": [rule]}, {})
     assert message in str(error.value)
-    assert str(error.value).startswith("watch rule")
 
 
 def test_the_example_rules_of_docs_watch_md_are_valid() -> None:
@@ -90,7 +105,7 @@ def test_rule_names_must_differ_and_allowed_roots_count_as_roots() -> None:
     settings = build_settings({"allowed_roots": ["/scope"],
                                "watch": [{**GOOD, "folder": "/scope/x/"}]}, {})
     assert settings.watch[0].folder == "/scope/x"
-    with pytest.raises(SettingsError, match="watch must be a list of rules"):
+    with pytest.raises(SettingsError, match="setting 'watch' must be a list"):
         build_settings({"watch": {"folder": "/data"}}, {})
 
 

@@ -10,8 +10,10 @@ from environment variables whose names are configured here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Mapping
+
+from omero_adi.settings_values import setting
 
 #: Stages an order can be notified for.
 NOTIFIABLE_STAGES = ("Import Failed", "Import Completed")
@@ -19,17 +21,10 @@ SMTP_SECURITY = ("starttls", "tls", "none")
 WEBHOOK_FORMATS = ("chat", "signed")
 
 
-def _option(default: Any, doc: str, **extra: Any) -> Any:
-    meta = {"doc": doc, **extra}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
 class GroupRecipients:
-    group: str = _option("", "OMERO group name.")
-    recipients: list[str] = _option([], "Facility e-mail addresses told about this group's orders.")
+    group: str = setting("", "OMERO group name.")
+    recipients: list[str] = setting([], "Facility e-mail addresses told about this group's orders.")
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -39,14 +34,14 @@ class GroupRecipients:
 
 @dataclass(frozen=True)
 class Webhook:
-    url: str = _option("", "http(s) URL the JSON is POSTed to.", secret=True)
-    name: str = _option("", "Name in logs and `omero-adi notify` (default: the URL's host).")
-    format: str = _option(
+    url: str = setting("", "http(s) URL the JSON is POSTed to.", secret=True)
+    name: str = setting("", "Name in logs and `omero-adi notify` (default: the URL's host).")
+    format: str = setting(
         "chat", "`chat`: `{\"text\": …}` as Slack, Mattermost and Teams incoming webhooks "
         "accept; `signed`: the whole notice as JSON, signed with HMAC-SHA256.")
-    secret_env: str = _option(
+    secret_env: str = setting(
         "", "Environment variable holding the signing secret (`signed` needs one).")
-    timeout: float = _option(10.0, "Seconds one POST may take.", minimum=0.1)
+    timeout: float = setting(10.0, "Seconds one POST may take.", minimum=0.1)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -73,42 +68,42 @@ class Webhook:
 
 @dataclass(frozen=True)
 class NotifySettings:
-    smtp_host: str = _option("", "SMTP server; empty: no e-mail.")
-    smtp_port: int = _option(587, "SMTP port (587 for STARTTLS, 465 for TLS).", minimum=1)
-    smtp_security: str = _option("starttls", "`starttls`, `tls` (SMTPS) or `none`.")
-    smtp_user: str = _option("", "SMTP login; empty: no login.")
-    smtp_password_env: str = _option(
+    smtp_host: str = setting("", "SMTP server; empty: no e-mail.")
+    smtp_port: int = setting(587, "SMTP port (587 for STARTTLS, 465 for TLS).", minimum=1)
+    smtp_security: str = setting("starttls", "`starttls`, `tls` (SMTPS) or `none`.")
+    smtp_user: str = setting("", "SMTP login; empty: no login.")
+    smtp_password_env: str = setting(
         "ADI_SMTP_PASSWORD", "Environment variable holding the SMTP password.")
-    smtp_timeout: float = _option(30.0, "Seconds an SMTP conversation may take.", minimum=0.1)
-    sender: str = _option("", "From address of the e-mails (needed with smtp_host).")
-    notify_user: bool = _option(
+    smtp_timeout: float = setting(30.0, "Seconds an SMTP conversation may take.", minimum=0.1)
+    sender: str = setting("", "From address of the e-mails (needed with smtp_host).")
+    notify_user: bool = setting(
         True, "E-mail the ordering user at the address OMERO has for them (Experimenter.email).")
-    recipients: list[str] = _option([], "Facility addresses told about every order.")
-    group_recipients: list[GroupRecipients] = _option(
+    recipients: list[str] = setting([], "Facility addresses told about every order.")
+    group_recipients: list[GroupRecipients] = setting(
         [], "Facility addresses per OMERO group: a list of `{group, recipients}`.")
-    stages: list[str] = _option(
+    stages: list[str] = setting(
         ["Import Failed"], "Stages that are notified: `Import Failed`, `Import Completed`.")
-    guard: bool = _option(True, "Notify the in-place guard's findings (files missing, moved "
+    guard: bool = setting(True, "Notify the in-place guard's findings (files missing, moved "
                                 "or changed since their import).")
-    watch: bool = _option(True, "Notify watch-folder units that changed after their order "
+    watch: bool = setting(True, "Notify watch-folder units that changed after their order "
                                 "(not imported again) or that cannot become orders.")
-    webhooks: list[Webhook] = _option([], "Webhooks: a list of `{url, name, format, secret_env, "
+    webhooks: list[Webhook] = setting([], "Webhooks: a list of `{url, name, format, secret_env, "
                                           "timeout}`.")
-    omero_web_url: str = _option(
+    omero_web_url: str = setting(
         "", "OMERO.web's address (https://omero.example.org/); messages then link each object.")
-    max_files_listed: int = _option(10, "Files named in a message; the rest are counted.",
+    max_files_listed: int = setting(10, "Files named in a message; the rest are counted.",
                                     minimum=1)
-    retry_delay: float = _option(
+    retry_delay: float = setting(
         10.0, "Seconds before the first retry of a failed delivery; doubles each time.",
         minimum=0.01)
-    max_retry_delay: float = _option(3600.0, "Longest wait between retries (seconds).",
+    max_retry_delay: float = setting(3600.0, "Longest wait between retries (seconds).",
                                      minimum=0.01)
-    max_attempts: int = _option(
+    max_attempts: int = setting(
         30, "Delivery attempts before a message is given up (recorded as refused).", minimum=1)
-    keep_days: int = _option(
+    keep_days: int = setting(
         90, "Days a sent or refused message is kept (for `omero-adi notify`); 0: for ever.",
         minimum=0)
-    poll_interval: float = _option(
+    poll_interval: float = setting(
         30.0, "Seconds between looks for messages queued elsewhere (a daemon that stopped, "
         "`omero-adi verify`); a daemon's own messages go at once.", minimum=0.1)
 
