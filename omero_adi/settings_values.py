@@ -5,6 +5,7 @@ that names the key and says what was expected."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -56,7 +57,7 @@ def convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bo
     if origin is list and dataclasses.is_dataclass(typing.get_args(kind)[0]):
         if not isinstance(raw, list):
             raise SettingsError(f"{where} must be a list, got {raw!r}")
-        return [convert(f"{key}[{i}]", item, typing.get_args(kind)[0], meta, from_env)
+        return [_item(f"{key}[{i}]", item, typing.get_args(kind)[0], meta, from_env)
                 for i, item in enumerate(raw)]
     if origin is dict:  # dict[str, X]: names chosen by the user, each value an X
         if not isinstance(raw, Mapping):
@@ -102,6 +103,18 @@ def convert(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bo
     return value
 
 
+def _item(key: str, raw: Any, kind: Any, meta: Mapping[str, Any], from_env: bool) -> Any:
+    """One entry of a list of sections; an error also gives the entry's own name
+    (or folder), which says more than its place in the list."""
+    try:
+        return convert(key, raw, kind, meta, from_env)
+    except SettingsError as exc:
+        name = (raw.get("name") or raw.get("folder")) if isinstance(raw, Mapping) else None
+        if name:
+            raise SettingsError(f"{exc} ({key} is {name!r})") from None
+        raise
+
+
 def _section(key: str, raw: Any, kind: Any, where: str) -> Any:
     """A mapping of settings (such as ``notify:``) checked against its dataclass,
     whose ``__post_init__`` checks what concerns several keys (ValueError)."""
@@ -112,7 +125,10 @@ def _section(key: str, raw: Any, kind: Any, where: str) -> Any:
     values = {}
     for name, item in raw.items():
         if name not in metas:
-            raise SettingsError(f"unknown setting {key}.{name}")
+            nearest = difflib.get_close_matches(str(name), list(metas), n=1)
+            raise SettingsError(f"unknown setting {key}.{name}; " + (
+                f"did you mean {key}.{nearest[0]}?" if nearest else
+                f"known: {', '.join(metas)}"))
         if item is not None:
             values[name] = convert(f"{key}.{name}", item, kinds[name], metas[name], False)
     try:

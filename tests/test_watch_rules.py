@@ -88,6 +88,16 @@ def test_a_bad_rule_stops_the_settings_with_a_clear_message(
     assert message in str(error.value)
 
 
+def test_a_misspelt_key_gets_the_nearest_one_and_the_rule_its_name() -> None:
+    rules = [{**GOOD, "name": "scope-a", "settle_second": 5}]
+    with pytest.raises(SettingsError) as error:
+        build_settings({"watch": rules}, {})
+    assert str(error.value) == ("unknown setting watch[0].settle_second; did you mean "
+                                "watch[0].settle_seconds? (watch[0] is 'scope-a')")
+    with pytest.raises(SettingsError, match=r"; known: container, input_file, "):
+        build_settings({"watch": [{**GOOD, "preprocessing": {"container": "c", "zz": 1}}]}, {})
+
+
 def test_the_example_rules_of_docs_watch_md_are_valid() -> None:
     text = (ROOT / "docs" / "watch.md").read_text(encoding="utf-8")
     example = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", text, re.S)[0])
