@@ -23,9 +23,9 @@ import urllib.error
 import urllib.request
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from omero_adi.notify.guard import state_counts
@@ -50,6 +50,9 @@ OMERO_CHECK_TTL = 30.0
 LOOP_GRACE = 30.0
 #: Claims whose pickup latency waits for the next scrape (older ones are dropped).
 MAX_PENDING_PICKUPS = 10_000
+#: Seconds the guard's counts of files by state are reused: counting them reads
+#: the whole guard table, which may hold millions of files.
+GUARD_COUNTS_TTL = 60.0
 
 def waiting_orders(engine: Engine) -> int:
     """Queue entries nobody has claimed yet."""
@@ -59,12 +62,16 @@ def waiting_orders(engine: Engine) -> int:
 
 class DaemonMetrics:
     """Prometheus metrics fed by the daemon's ``on_event`` hook and, on scrape,
-    by two small queries (queue depth, pickup latency of new claims)."""
+    by two small queries (queue depth, pickup latency of new claims), and at
+    most every :data:`GUARD_COUNTS_TTL` seconds (of ``clock``) the guard's counts."""
 
-    def __init__(self, daemon: Daemon):
+    def __init__(self, daemon: Daemon, clock: Callable[[], float] = time.monotonic):
         import prometheus_client as prom
 
         self.daemon = daemon
+        self._clock = clock
+        #: When the guard's counts were last read (``clock``), None before the first.
+        self._guard_counted: float | None = None
         self.registry = prom.CollectorRegistry()
         self._latest = prom.generate_latest
         self.content_type = prom.CONTENT_TYPE_LATEST
@@ -99,7 +106,8 @@ class DaemonMetrics:
         )
         self.guard_files = prom.Gauge(
             "omero_adi_guard_files", "Files imported in place, by what the in-place guard "
-            "last found: ok, missing, moved, changed, unreadable (all daemons).",
+            "last found: ok, missing, moved, changed, unreadable (all daemons; counted at "
+            "most once a minute).",
             ["state"], registry=self.registry,
         )
         self.registry.register(ProgressCollector(daemon))
@@ -137,8 +145,7 @@ class DaemonMetrics:
         try:
             with self.daemon.engine.connect() as connection:
                 self.waiting.set(run(connection, "queue_waiting").scalar_one())
-                for state, count in state_counts(connection).items():
-                    self.guard_files.labels(state).set(count)
+                self._count_guard_files(connection)
                 if claimed:
                     for (seconds,) in run(connection, "pickup_seconds", event_ids=claimed):
                         self.pickup.observe(max(float(seconds), 0.0))
@@ -148,6 +155,16 @@ class DaemonMetrics:
             with self._lock:
                 self._new_claims.extendleft(reversed(claimed))
         return bytes(self._latest(self.registry))
+
+    def _count_guard_files(self, connection: Connection) -> None:
+        """Refresh ``omero_adi_guard_files`` when its counts are older than
+        :data:`GUARD_COUNTS_TTL`; between refreshes the gauge keeps the last ones."""
+        now = self._clock()
+        if self._guard_counted is not None and now - self._guard_counted < GUARD_COUNTS_TTL:
+            return
+        for state, count in state_counts(connection).items():
+            self.guard_files.labels(state).set(count)
+        self._guard_counted = now
 
 
 class ProgressCollector:

@@ -82,6 +82,22 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "c
         time.sleep(0.02)
 
 
+class NoWaitStop(threading.Event):
+    """A stop event that records how long it is asked to wait, without waiting;
+    ``during`` runs in place of each wait (what happens meanwhile; it may set
+    the event, which ends the wait as stopped)."""
+
+    def __init__(self, during: Callable[[], object] = lambda: None) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self.during = during
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0))
+        self.during()
+        return self.is_set()
+
+
 @contextmanager
 def running_daemon(
     settings: Settings, engine: sa.Engine, handler: OrderHandler, **options: Any

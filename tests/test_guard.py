@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -19,7 +18,7 @@ from omero_adi.notify import guard as guard_module
 from omero_adi.notify.guard import Guard, state_counts
 from omero_adi.notify.service import Notifications
 from omero_adi.store.models import STAGE_IMPORTED
-from tests.helpers import running_daemon, wait_for
+from tests.helpers import NoWaitStop, running_daemon, wait_for
 from tests.importer_standin.fixture import ImporterSite, importer_site  # noqa: F401
 from tests.notify_fixtures import WebhookReceiver, webhook  # noqa: F401
 from tests.notify_site import Site
@@ -156,18 +155,6 @@ def test_the_daemon_guard_tells_the_facility_within_its_interval(
     assert notice["findings"][0]["state"] == "missing"
 
 
-class _Clock(threading.Event):
-    """A stop event that records how long the guard waits, without waiting."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waits: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.waits.append(float(timeout or 0))
-        return False
-
-
 def test_a_pass_spreads_one_stat_per_file_over_the_interval(
     site: Site, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -181,7 +168,7 @@ def test_a_pass_spreads_one_stat_per_file_over_the_interval(
         return real_stat(path, *args, **options)
 
     monkeypatch.setattr(guard_module.os, "stat", counted_stat)
-    clock = _Clock()
+    clock = NoWaitStop()
     Guard(site.settings, site.engine, None)._paced_pass(clock, interval=100.0)
     assert clock.waits == [40.0, 40.0, 20.0]  # 2, 2 and 1 of 5 files per 100 s
     # Is the share mounted? Then one stat per file, nothing else.
@@ -191,27 +178,9 @@ def test_a_pass_spreads_one_stat_per_file_over_the_interval(
 def test_no_check_while_the_share_is_not_mounted(site: Site) -> None:
     imported(site, count=1)
     gone = replace(site.settings, base_dir=str(site.data / "unmounted"))
-    clock = _Clock()
+    clock = NoWaitStop()
     Guard(gone, site.engine, None)._paced_pass(clock, interval=10.0)
     assert clock.waits == [] and guard_rows(site)[0].checked_at is None
-
-
-def test_one_pass_at_a_time_across_daemons(
-    make_pg_database: Callable[[], str], importer_site: ImporterSite,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    site = Site(make_pg_database(), tmp_path, {}, importer_site)  # the lock is PostgreSQL's
-    imported(site, count=1)
-    with site.engine.connect() as other_daemon:
-        other_daemon.execute(sa.text("SELECT pg_advisory_lock(hashtext('omero_adi_guard'))"))
-        clock = _Clock()
-        Guard(site.settings, site.engine, None)._paced_pass(clock, interval=10.0)
-        assert clock.waits == []  # skipped
-        other_daemon.execute(sa.text("SELECT pg_advisory_unlock(hashtext('omero_adi_guard'))"))
-    clock = _Clock()
-    Guard(site.settings, site.engine, None)._paced_pass(clock, interval=10.0)
-    assert clock.waits == [10.0]
-    site.close()
 
 
 def test_status_works_before_the_guards_migration(

@@ -13,9 +13,11 @@ import urllib.error
 import urllib.request
 from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from omero_adi import metrics
@@ -144,6 +146,43 @@ def test_running_and_waiting_gauges_while_busy(pg_url, tmp_path, omero_port) -> 
         finally:
             release.set()
             endpoint.close()
+
+
+def test_the_guards_counts_are_read_at_most_once_a_minute(db_url, tmp_path) -> None:
+    """Counting the guard's files reads its whole table: not on every scrape."""
+    engine = open_store(build_settings({"ingest_tracking_db": db_url}, {}))
+    counts: list[str] = []
+
+    def count(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM adi_guard_files" in statement:
+            counts.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+
+    def record(state: str) -> None:
+        with engine.begin() as connection:
+            connection.execute(sa.text(
+                "INSERT INTO adi_guard_files (uuid, path, fileset_id, image_ids, plate_ids, size, "
+                "mtime_ns, inode, state) VALUES ('o', :path, 1, '[]', '[]', 1, 1, 1, :state)"),
+                {"path": f"/data/{state}.tif", "state": state})
+
+    def scrape() -> dict[str, float]:
+        page = metrics_page.render().decode()
+        return {s.labels["state"]: s.value for family in text_string_to_metric_families(page)
+                for s in family.samples if s.name == "omero_adi_guard_files"}
+
+    now = 1000.0
+    daemon = SimpleNamespace(engine=engine, running={}, progress={}, running_lock=threading.Lock())
+    metrics_page = metrics.DaemonMetrics(daemon, clock=lambda: now)  # type: ignore[arg-type]
+    record("ok")
+    assert scrape()["ok"] == 1 and len(counts) == 1
+    record("missing")
+    for now in (1015.0, 1030.0, 1059.9):  # scrapes within the minute: the last counts
+        assert scrape() == {"ok": 1, "missing": 0, "moved": 0, "changed": 0, "unreadable": 0}
+    assert len(counts) == 1
+    now = 1060.0
+    assert scrape()["missing"] == 1 and len(counts) == 2
+    engine.dispose()
 
 
 def test_healthz_fails_when_omero_does_not_answer(sqlite_url, tmp_path) -> None:

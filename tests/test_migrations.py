@@ -23,7 +23,7 @@ import yaml
 from omero_adi.store import migrate
 from omero_adi.store.db import make_engine
 
-HEAD = "d1f7b3a5c436"
+HEAD = "4752d1cfa05f"
 LEGACY = "78d3d6d84aec"
 #: BIOMERO.importer's revision (and head): adds imports.import_options.
 SUCCESSOR = "92e8f9e637a1"

@@ -4,7 +4,8 @@ At import, :meth:`Guard.record` stores size, modification time and inode of
 every original file of each new fileset (``adi_guard_files``). A check
 (:meth:`Guard.check`; periodic in :meth:`Guard.run`, on demand by
 ``omero-adi verify``) costs one ``stat`` per file, in batches spread evenly
-over ``guard_interval``; a missing file costs one listing of its folder, to
+over ``guard_interval``; one daemon at a time runs the periodic pass, under
+a lease it renews between batches (``adi_leases``). A missing file costs one listing of its folder, to
 tell a rename from a deletion. A file that turns missing, moved or changed
 gets its state recorded and, in the same transaction, a message in the
 outbox. The guard only reads the files; it never touches them.
@@ -30,7 +31,9 @@ from omero_adi.notify.message import Finding
 from omero_adi.notify.outbox import Outbox, order_people
 from omero_adi.orders import Order
 from omero_adi.settings import Settings
+from omero_adi.store.lease import Lease
 from omero_adi.store.queries import query, run
+from omero_adi.store.queue import new_owner_id
 from omero_adi.store.retry import retry_transient
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,11 @@ log = logging.getLogger(__name__)
 OK, MISSING, MOVED, CHANGED, UNREADABLE = "ok", "missing", "moved", "changed", "unreadable"
 #: Files per batch: one query, ``BATCH`` stats, one transaction.
 BATCH = 200
+#: Seconds a pass's lease lasts unless renewed: a daemon that died or hangs this
+#: long in one batch (a hung share) lets another take the pass over.
+LEASE = 600.0
+#: Longest wait between two renewals of the lease while a pass paces itself.
+RENEW_EVERY = LEASE / 4
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,11 @@ def _moment(ns: int) -> str:
 
 
 class Guard:
-    def __init__(self, settings: Settings, engine: Engine, outbox: Outbox | None):
+    def __init__(self, settings: Settings, engine: Engine, outbox: Outbox | None,
+                 owner: str | None = None):
         self.settings, self.engine, self.outbox = settings, engine, outbox
+        #: This daemon, as the holder of the pass's lease.
+        self.owner = owner or new_owner_id()
 
     # --- at import -------------------------------------------------------------
     def record(self, order: Order, imported: Sequence[ImportedFileset]) -> None:
@@ -135,39 +146,49 @@ class Guard:
 
     # --- checking ----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Check every file once per ``guard_interval``, spread evenly, until ``stop``."""
+        """Check every file once per ``guard_interval``, spread evenly, until ``stop``.
+
+        While another daemon's pass holds the lease, look again once its lease
+        could have run out (a restarted daemon's predecessor may hold it)."""
         interval = self.settings.guard_interval
         while not stop.is_set():
             started = time.monotonic()
+            again = interval
             try:
-                self._paced_pass(stop, interval)
+                if not self._paced_pass(stop, interval):
+                    again = min(interval, LEASE)
             except SQLAlchemyError as exc:
                 log.warning("guard: the database is away (%s); will try again",
                             type(exc).__name__)
-            stop.wait(max(interval - (time.monotonic() - started), 1.0))
+            stop.wait(max(again - (time.monotonic() - started), 1.0))
 
-    def _paced_pass(self, stop: threading.Event, interval: float) -> None:
-        """One pass, unless another daemon's is under way (they share the work's result)."""
-        with self.engine.connect() as lock:
-            if not run(lock, "guard_lock").scalar_one():
-                log.info("guard: another daemon is checking the files; skipping this pass")
-                return
-            try:
-                total = int(run(lock, "guard_count").scalar_one())
-                lock.commit()
-                if not total:
-                    return
-                if not Path(self.settings.base_dir).is_dir():
-                    log.warning("guard: base_dir %s is not mounted; not checking",
-                                self.settings.base_dir)
-                    return
-                pace = interval / total
-                problems = self.check(pause=lambda done: stop.wait(pace * done))
-                log.info("guard: checked %d file(s); %d missing, moved or changed", total,
-                         len(problems))
-            finally:
-                run(lock, "guard_unlock")
-                lock.commit()
+    def _paced_pass(self, stop: threading.Event, interval: float) -> bool:
+        """One pass, unless another daemon's is under way (they share the work's
+        result). False when the lease was another's, or was lost midway."""
+        lease = Lease(self.engine, "guard", self.owner, LEASE)
+        if not lease.take():
+            log.info("guard: another daemon is checking the files; skipping this pass")
+            return False
+        try:
+            with self.engine.connect() as connection:
+                total = int(run(connection, "guard_count").scalar_one())
+            if not total:
+                return True
+            if not Path(self.settings.base_dir).is_dir():
+                log.warning("guard: base_dir %s is not mounted; not checking",
+                            self.settings.base_dir)
+                return True
+            pace = interval / total
+            problems = self.check(pause=lambda done: _pause(lease, stop, pace * done))
+            if not lease.held:
+                log.warning("guard: another daemon took the pass over (this one's lease ran "
+                            "out); stopping")
+                return False
+            log.info("guard: checked %d file(s); %d missing, moved or changed", total,
+                     len(problems))
+            return True
+        finally:
+            lease.give_up()
 
     def check(self, *, uuid: str | None = None, since: datetime | None = None,
               pause: Callable[[int], bool] | None = None) -> list[Problem]:
@@ -219,6 +240,20 @@ class Guard:
         with self.engine.connect() as connection:
             rows = run(connection, "guard_problems", uuid=uuid, limit=limit).all()
         return [Problem(row.uuid, _finding(row, row.state, row.detail)) for row in rows]
+
+
+def _pause(lease: Lease, stop: threading.Event, seconds: float) -> bool:
+    """Wait ``seconds`` after a batch, renewing ``lease`` before, every
+    :data:`RENEW_EVERY` during, and at the end of the wait; True stops the pass
+    (``stop`` is set, or another daemon has the lease)."""
+    while lease.take():
+        if seconds <= 0:
+            return False
+        step = min(seconds, RENEW_EVERY)
+        if stop.wait(step):
+            return True
+        seconds -= step
+    return True
 
 
 def state_counts(connection: Connection) -> dict[str, int]:

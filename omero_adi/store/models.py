@@ -174,4 +174,4 @@ class ProgressEntry(Base):
 #: Tables owned by ADI: the only ones its migrations may touch.
 ADI_TABLES = frozenset({"imports", "imports_preprocessing", "adi_queue", "adi_progress",
                         "adi_watch_units", "adi_watch_scans", "adi_notify_outbox",
-                        "adi_guard_files"})
+                        "adi_guard_files", "adi_leases"})

@@ -294,19 +294,24 @@ WHERE sent_at IS NULL AND refused_at IS NULL AND lease_until >= CURRENT_TIMESTAM
 UPDATE adi_notify_outbox SET lease_until = NULL
 WHERE lease_owner = :owner AND sent_at IS NULL AND refused_at IS NULL
 
--- name: guard_lock
--- One guard pass at a time across daemons: the others skip theirs (held by a session).
-SELECT pg_try_advisory_lock(hashtext('omero_adi_guard'))
+-- Leases (omero_adi/store/lease.py): work one daemon at a time may do, by the database's clock.
 
--- name: guard_lock.sqlite
--- SQLite serves one machine: nothing to share.
-SELECT 1
+-- name: lease_take
+-- Take the lease, or renew it: only when it is free, ours already, or its holder's time
+-- has run out (rowcount 0: another daemon holds it).
+INSERT INTO adi_leases (name, holder, expires_at)
+VALUES (:lease, :holder, CURRENT_TIMESTAMP + make_interval(secs => :seconds))
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE adi_leases.holder = excluded.holder OR adi_leases.expires_at < CURRENT_TIMESTAMP
 
--- name: guard_unlock
-SELECT pg_advisory_unlock(hashtext('omero_adi_guard'))
+-- name: lease_take.sqlite
+INSERT INTO adi_leases (name, holder, expires_at)
+VALUES (:lease, :holder, datetime('now', :seconds || ' seconds'))
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE adi_leases.holder = excluded.holder OR adi_leases.expires_at < CURRENT_TIMESTAMP
 
--- name: guard_unlock.sqlite
-SELECT 1
+-- name: lease_give_up
+DELETE FROM adi_leases WHERE name = :lease AND holder = :holder
 
 -- name: outbox_purge
 -- Forget messages delivered or refused longer ago than the retention.
