@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -28,6 +31,9 @@ from omero_adi.store.session import open_store
 
 ADMIN_URL = os.environ.get("ADI_BENCH_DB_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 ROOT = Path(__file__).resolve().parent.parent
+#: Seconds a daemon process may take to start listening, and to stop after SIGTERM.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
 
 
 @contextmanager
@@ -56,24 +62,68 @@ def sample_file() -> Iterator[Path]:
         yield path
 
 
+class DaemonProcess:
+    """A daemon process (``bench.zero_cost_daemon``) and the lines it writes on
+    stderr, read by a thread: the pipe never fills, and every wait has a deadline."""
+
+    def __init__(self, process: subprocess.Popen[bytes], counts: Path):
+        self.process, self.counts = process, counts
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.said: list[str] = []  # the lines read so far, for error messages
+        threading.Thread(target=self._read, name="daemon-stderr", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
+        self.lines.put(None)  # the daemon closed stderr: it has ended
+
+    def expect(self, wanted: Callable[[str], bool], timeout: float, what: str) -> str:
+        """The next line ``wanted`` accepts; RuntimeError naming ``what`` if the
+        daemon ends or ``timeout`` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"no sign of {what} within {timeout:.0f} s; "
+                                   f"the daemon said: {self.said[-10:]!r}") from None
+            if line is None:
+                raise RuntimeError(f"no sign of {what}: the daemon ended (status "
+                                   f"{self.process.wait()}); it said: {self.said[-10:]!r}")
+            self.said.append(line)
+            if wanted(line):
+                return line
+
+    def stop(self) -> None:
+        """SIGTERM, then wait for the daemon to write its counts and end."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(f"the daemon did not stop within {STOP_TIMEOUT:.0f} s of "
+                               f"SIGTERM (killed); it said: {self.said[-10:]!r}") from None
+
+
 @contextmanager
-def daemon(url: str, base_dir: Path, workers: int = 4, **settings: object) -> Iterator[Path]:
-    """A daemon process with a zero-cost importer; yields its statement-count file."""
+def daemon(url: str, base_dir: Path, workers: int = 4,
+           **settings: object) -> Iterator[DaemonProcess]:
+    """A daemon process with a zero-cost importer, once it listens for orders."""
     counts = base_dir / f"statements-{uuid.uuid4().hex[:6]}.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.zero_cost_daemon", url, str(base_dir), str(workers),
          str(counts), json.dumps(settings)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    assert process.stderr is not None
+    running = DaemonProcess(process, counts)
     try:
-        ready = process.stderr.readline()  # the daemon says when it listens
-        if b"ready" not in ready:
-            raise RuntimeError(f"daemon did not start: {ready!r}")
-        yield counts
+        running.expect(lambda line: line == "ready", START_TIMEOUT,
+                       "the daemon listening for orders")
+        yield running
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        running.stop()
 
 
 def pickup_latencies(engine: sa.Engine, uuids: Sequence[str]) -> list[float]:

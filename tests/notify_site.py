@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from omero_adi.daemon import Daemon
 from omero_adi.importing.importer import DataPackageImporter
+from omero_adi.notify.outbox import Outbox
 from omero_adi.notify.service import Notifications
 from omero_adi.omero.blitz import BlitzServer
 from omero_adi.omero.boundary import OmeroServer
@@ -34,6 +35,19 @@ LAB = {"groups": [{"name": "lab"}],
                  {"name": "bob", "groups": ["lab"], "email": None}],
        "datasets": [{"id": 901, "name": "alice's", "group": "lab", "owner": "alice"}]}
 LAB_DATASET = 901
+FAILED = sa.text(
+    "INSERT INTO imports (group_name, user_name, destination_id, destination_type, stage, "
+    "uuid, files, description) VALUES ('lab', 'alice', :dest, 'Dataset', :stage, :uuid, "
+    ":files, 'the converter exited with status 3') RETURNING id")
+
+
+def queue_failed_order(connection: sa.Connection, outbox: Outbox, uuid: str) -> int:
+    """An order's ``Import Failed`` row and its messages, in the caller's transaction
+    as the daemon's queue writes them (no claim: nothing runs); how many were queued."""
+    event_id = connection.execute(FAILED, {
+        "dest": str(LAB_DATASET), "stage": STAGE_INGEST_FAILED, "uuid": uuid,
+        "files": f'["/data/alice/{uuid}.tif"]'}).scalar_one()
+    return outbox.add_event(connection, event_id, STAGE_INGEST_FAILED)
 
 
 class NoOmero:

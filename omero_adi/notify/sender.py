@@ -1,11 +1,14 @@
 """The sender: delivers the outbox, on its own thread and its own connections.
 
-It holds a message by a lease while delivering it (``outbox_lease``), then
-marks it sent, refused (permanently, or after ``max_attempts``), or due again
-after a backoff. A sender that dies mid-delivery lets its lease run out and
-the message is delivered again, with the same idempotency key. Nothing here
-runs on the daemon's loop or workers, so a down or slow SMTP server or
-webhook never delays an import or a claim.
+It claims the due messages a batch at a time (``outbox_claim``: one
+statement holds up to :data:`BATCH` of them by a lease), delivers them one
+after the other, and records what became of the whole batch in one more
+statement (``outbox_record``): sent, refused (permanently, or after
+``max_attempts``), due again after a backoff, or released untried when the
+sender stops or the batch's time is up. A sender that dies mid-batch lets
+its lease run out and those messages are delivered again, with the same
+idempotency key. Nothing here runs on the daemon's loop or workers, so a
+down or slow SMTP server or webhook never delays an import or a claim.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from omero_adi.notify.config import NotifySettings
@@ -29,6 +33,7 @@ from omero_adi.omero.boundary import OmeroError, OmeroServer, OmeroUnreachable
 from omero_adi.store.models import json_or_text
 from omero_adi.store.queries import run
 from omero_adi.store.queue import is_local_and_dead
+from omero_adi.store.retry import retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,12 @@ log = logging.getLogger(__name__)
 ADDRESS_TTL = 3600.0
 #: Seconds between purges of old messages (``keep_days``).
 PURGE_INTERVAL = 3600.0
+#: Messages claimed at once: a batch costs two statements, whatever its size.
+BATCH = 50
+#: Seconds after its claim in which a batch's deliveries may start; the messages not
+#: started by then are released for the next claim. The lease adds this to the time
+#: one delivery may take, so each delivery started in time ends within the lease.
+BATCH_WINDOW = 10.0
 
 
 class AddressBook:
@@ -64,8 +75,8 @@ class AddressBook:
         self.server.close()
 
 
-def notice_for(connection: Connection, entry: Any) -> Notice:
-    """The notice an outbox row stands for, built from the event it is about."""
+def notice_for(entry: Any) -> Notice:
+    """The notice a claimed outbox row stands for (``outbox_claim`` brings all it needs)."""
     key = f"omero-adi-{entry.id}"
     if entry.kind == GUARD:
         payload = json.loads(entry.payload)
@@ -78,15 +89,15 @@ def notice_for(connection: Connection, entry: Any) -> Notice:
         return Notice(key, WATCH, entry.uuid, payload["user"], payload["group"],
                       files=(payload["path"],), description=payload["detail"],
                       headline=payload["headline"])
-    created = run(connection, "guard_objects", uuid=entry.uuid).all()
+    created = sorted(json.loads(entry.created or "[]"))  # [fileset, images, plates]
     files = json_or_text(entry.files)
     return Notice(
         key, entry.kind, entry.uuid, entry.user_name, entry.group_name,
         destination=f"{entry.destination_type} {entry.destination_id}",
         files=tuple(map(str, files)) if isinstance(files, list) else (str(files),),
         description=entry.description or "",
-        images=tuple(i for row in created for i in json.loads(row.image_ids)),
-        plates=tuple(p for row in created for p in json.loads(row.plate_ids)),
+        images=tuple(i for _, images, _ in created for i in images),
+        plates=tuple(p for _, _, plates in created for p in plates),
     )
 
 
@@ -120,14 +131,27 @@ def recipients(settings: NotifySettings, addresses: AddressBook, notice: Notice)
     return to
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed message (a row of ``outbox_record``'s list)."""
+
+    id: int
+    #: ``sent``, ``refused``, ``later`` or ``released`` (not attempted).
+    outcome: str
+    note: str | None = None
+    #: Seconds until a ``later`` message is due again.
+    delay: float | None = None
+
+
 class Sender:
     def __init__(self, settings: NotifySettings, engine: Engine, outbox: Outbox,
-                 addresses: AddressBook, owner: str):
+                 addresses: AddressBook, owner: str, batch: int = BATCH):
         self.settings, self.engine, self.outbox = settings, engine, outbox
-        self.addresses, self.owner = addresses, owner
-        # Long enough for the slowest delivery; a dead sender's messages wait this long.
+        self.addresses, self.owner, self.batch = addresses, owner, batch
+        # Long enough for the slowest delivery started within the batch's window;
+        # a dead sender's messages wait this long.
         slowest = max([settings.smtp_timeout] + [w.timeout for w in settings.webhooks])
-        self.lease = 2 * slowest + 30
+        self.lease = 2 * slowest + 30 + BATCH_WINDOW
 
     # --- the loop ------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -167,14 +191,23 @@ class Sender:
                     log.info("notifications: freed the messages of %s, which stopped", holder)
 
     def deliver_due(self, stop: threading.Event | None = None) -> int:
-        """Deliver every message that is due; return how many were attempted."""
+        """Deliver every message that is due, a batch at a time; return how many
+        were attempted."""
         count = 0
         while stop is None or not stop.is_set():
-            entry = self._lease_next()
-            if entry is None:
+            window_ends = time.monotonic() + BATCH_WINDOW  # the lease starts at the claim
+            held = self._claim()
+            outcomes = []
+            for entry in held:
+                if time.monotonic() < window_ends and (stop is None or not stop.is_set()):
+                    outcomes.append(self._attempt(entry))
+                    count += 1
+                else:
+                    outcomes.append(Outcome(entry.id, "released"))
+            if outcomes:
+                self._record(outcomes)
+            if len(held) < self.batch:
                 return count
-            count += 1
-            self._attempt(entry)
         return count
 
     def _seconds_to_next(self) -> float:
@@ -182,45 +215,43 @@ class Sender:
             seconds = run(connection, "outbox_seconds_to_next").scalar()
         return self.settings.poll_interval if seconds is None else float(seconds)
 
-    def _lease_next(self) -> Any:
+    def _claim(self) -> Sequence[Any]:
         with self.engine.begin() as connection:
-            due = run(connection, "outbox_next_due").first()
-            if due is None:
-                return None
-            run(connection, "outbox_lease", id=due.id, owner=self.owner, lease=self.lease)
-            return run(connection, "outbox_entry", id=due.id).one()
+            return run(connection, "outbox_claim", limit=self.batch, owner=self.owner,
+                       lease=self.lease).all()
 
-    def _attempt(self, entry: Any) -> None:
+    def _attempt(self, entry: Any) -> Outcome:
         try:
-            with self.engine.connect() as connection:
-                notice = notice_for(connection, entry)
-            note = deliver(self.settings, self.addresses, entry.channel, notice)
+            note = deliver(self.settings, self.addresses, entry.channel, notice_for(entry))
         except PermanentFailure as exc:
-            self._mark("outbox_refused", entry, error=str(exc))
             log.warning("notification %s (%s, %s) refused: %s", entry.id, entry.kind,
                         entry.channel, exc)
+            return Outcome(entry.id, "refused", str(exc))
         except DeliveryFailed as exc:
-            self._later(entry, str(exc))
+            return self._later(entry, str(exc))
         except Exception as exc:  # a bug in one message must not stop the others
             log.exception("notification %s: unexpected error", entry.id)
-            self._later(entry, f"internal error: {type(exc).__name__}: {exc}")
-        else:
-            self._mark("outbox_sent", entry, note=note or None)
-            log.info("notification %s (%s of %s) sent by %s %s", entry.id, entry.kind,
-                     entry.uuid, entry.channel, note)
+            return self._later(entry, f"internal error: {type(exc).__name__}: {exc}")
+        log.info("notification %s (%s of %s) sent by %s %s", entry.id, entry.kind,
+                 entry.uuid, entry.channel, note)
+        return Outcome(entry.id, "sent", note or None)
 
-    def _later(self, entry: Any, error: str) -> None:
+    def _later(self, entry: Any, error: str) -> Outcome:
         if entry.attempts >= self.settings.max_attempts:
-            self._mark("outbox_refused", entry,
-                       error=f"gave up after {entry.attempts} attempts: {error}")
             log.warning("notification %s (%s): gave up: %s", entry.id, entry.channel, error)
-            return
+            return Outcome(entry.id, "refused", f"gave up after {entry.attempts} attempts: {error}")
         delay = min(self.settings.retry_delay * 2 ** (entry.attempts - 1),
                     self.settings.max_retry_delay)
-        self._mark("outbox_retry_later", entry, error=error, delay=delay)
         log.info("notification %s (%s) not delivered (%s); next try in %.0fs", entry.id,
                  entry.channel, error, delay)
+        return Outcome(entry.id, "later", error, delay)
 
-    def _mark(self, query: str, entry: Any, **params: Any) -> None:
-        with self.engine.begin() as connection:
-            run(connection, query, id=entry.id, owner=self.owner, **params)
+    def _record(self, outcomes: list[Outcome]) -> None:
+        """Write a batch's outcomes, through short database outages: unrecorded,
+        its delivered messages would go out again once the lease ran out."""
+        payload = json.dumps([asdict(o) for o in outcomes])
+
+        def write() -> None:
+            with self.engine.begin() as connection:
+                run(connection, "outbox_record", outcomes=payload, owner=self.owner)
+        retry_transient(write, what="recording what became of notifications")

@@ -154,64 +154,89 @@ SELECT uuid, id, stage, :channel FROM imports WHERE id = :event_id
 INSERT INTO adi_notify_outbox (uuid, kind, channel, payload)
 VALUES (:uuid, :kind, :channel, :payload)
 
--- name: outbox_next_due
--- The oldest message due for a delivery attempt that no sender holds.
-SELECT id FROM adi_notify_outbox
-WHERE sent_at IS NULL AND refused_at IS NULL AND due_at <= CURRENT_TIMESTAMP
-  AND (lease_until IS NULL OR lease_until < CURRENT_TIMESTAMP)
-ORDER BY id
-LIMIT 1
-FOR UPDATE SKIP LOCKED
+-- name: outbox_claim
+-- Hold up to :limit due messages that no sender holds, in one statement: each gets
+-- the lease and one more attempt. SKIP LOCKED passes over the messages another sender
+-- is claiming at this moment; a message another sender claimed and committed meanwhile
+-- is leased, and the re-check of the conditions on the locked row leaves it out.
+-- Returned with all a notice needs: the event it is about and, for an order's event,
+-- what its import created (`[fileset, images, plates]` per fileset, as JSON text).
+WITH due AS MATERIALIZED (
+    SELECT id FROM adi_notify_outbox
+    WHERE sent_at IS NULL AND refused_at IS NULL AND due_at <= CURRENT_TIMESTAMP
+      AND (lease_until IS NULL OR lease_until < CURRENT_TIMESTAMP)
+    ORDER BY id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), held AS (
+    UPDATE adi_notify_outbox o
+    SET lease_owner = :owner, lease_until = CURRENT_TIMESTAMP + make_interval(secs => :lease),
+        attempts = o.attempts + 1
+    FROM due WHERE o.id = due.id
+    RETURNING o.id, o.uuid, o.event_id, o.kind, o.channel, o.payload, o.attempts
+)
+SELECT h.id, h.uuid, h.kind, h.channel, h.payload, h.attempts,
+       i.group_name, i.user_name, i.destination_type, i.destination_id, i.files, i.description,
+       (SELECT CAST(json_agg(json_build_array(g.fileset_id, CAST(g.image_ids AS json),
+                                              CAST(g.plate_ids AS json))) AS text)
+        FROM (SELECT DISTINCT fileset_id, image_ids, plate_ids FROM adi_guard_files
+              WHERE uuid = h.uuid AND h.event_id IS NOT NULL) g) AS created
+FROM held h LEFT JOIN imports i ON i.id = h.event_id
+ORDER BY h.id
 
--- name: outbox_next_due.sqlite
-SELECT id FROM adi_notify_outbox
-WHERE sent_at IS NULL AND refused_at IS NULL AND due_at <= CURRENT_TIMESTAMP
-  AND (lease_until IS NULL OR lease_until < CURRENT_TIMESTAMP)
-ORDER BY id
-LIMIT 1
-
--- name: outbox_lease
--- Hold a message while delivering it; a sender that dies lets the lease run out.
-UPDATE adi_notify_outbox
-SET lease_owner = :owner, lease_until = CURRENT_TIMESTAMP + make_interval(secs => :lease),
-    attempts = attempts + 1
-WHERE id = :id
-
--- name: outbox_lease.sqlite
+-- name: outbox_claim.sqlite
+-- SQLite runs one writer at a time, and an UPDATE takes the write lock before it reads.
+-- RETURNING may not join, so the event's fields come by subqueries (and in no order).
 UPDATE adi_notify_outbox
 SET lease_owner = :owner, lease_until = datetime('now', '+' || :lease || ' seconds'),
     attempts = attempts + 1
-WHERE id = :id
+WHERE id IN (SELECT id FROM adi_notify_outbox
+             WHERE sent_at IS NULL AND refused_at IS NULL AND due_at <= CURRENT_TIMESTAMP
+               AND (lease_until IS NULL OR lease_until < CURRENT_TIMESTAMP)
+             ORDER BY id
+             LIMIT :limit)
+RETURNING id, uuid, kind, channel, payload, attempts,
+    (SELECT group_name FROM imports WHERE imports.id = event_id) AS group_name,
+    (SELECT user_name FROM imports WHERE imports.id = event_id) AS user_name,
+    (SELECT destination_type FROM imports WHERE imports.id = event_id) AS destination_type,
+    (SELECT destination_id FROM imports WHERE imports.id = event_id) AS destination_id,
+    (SELECT files FROM imports WHERE imports.id = event_id) AS files,
+    (SELECT description FROM imports WHERE imports.id = event_id) AS description,
+    (SELECT json_group_array(json_array(g.fileset_id, json(g.image_ids), json(g.plate_ids)))
+     FROM (SELECT DISTINCT fileset_id, image_ids, plate_ids FROM adi_guard_files
+           WHERE adi_guard_files.uuid = adi_notify_outbox.uuid
+             AND adi_notify_outbox.event_id IS NOT NULL) g) AS created
 
--- name: outbox_entry
--- A message with the event it is about (NULLs for the guard's findings).
-SELECT o.id, o.uuid, o.kind, o.channel, o.payload, o.attempts, o.created_at,
-       i.group_name, i.user_name, i.destination_type, i.destination_id, i.files,
-       i.description, i.timestamp
-FROM adi_notify_outbox o LEFT JOIN imports i ON i.id = o.event_id
-WHERE o.id = :id
+-- name: outbox_record
+-- What became of a batch of held messages, in one statement. :outcomes is a JSON list
+-- of {id, outcome, note, delay}; outcome `sent`, `refused` (for good, or after too many
+-- attempts), `later` (due again in `delay` seconds) or `released` (not attempted: its
+-- attempt is taken back). Only messages this sender still holds, not sent, change.
+UPDATE adi_notify_outbox o
+SET sent_at = CASE WHEN r.outcome = 'sent' THEN CURRENT_TIMESTAMP ELSE o.sent_at END,
+    refused_at = CASE WHEN r.outcome = 'refused' THEN CURRENT_TIMESTAMP ELSE o.refused_at END,
+    due_at = CASE WHEN r.outcome = 'later'
+                  THEN CURRENT_TIMESTAMP + make_interval(secs => r.delay) ELSE o.due_at END,
+    attempts = CASE WHEN r.outcome = 'released' THEN o.attempts - 1 ELSE o.attempts END,
+    detail = CASE WHEN r.outcome = 'released' THEN o.detail ELSE r.note END,
+    lease_until = NULL
+FROM json_to_recordset(CAST(:outcomes AS json))
+     AS r(id integer, outcome text, note text, delay double precision)
+WHERE o.id = r.id AND o.lease_owner = :owner AND o.sent_at IS NULL
 
--- name: outbox_sent
-UPDATE adi_notify_outbox SET sent_at = CURRENT_TIMESTAMP, lease_until = NULL, detail = :note
-WHERE id = :id AND lease_owner = :owner AND sent_at IS NULL
-
--- name: outbox_refused
--- A permanent refusal (or too many attempts): recorded, never tried again.
-UPDATE adi_notify_outbox SET refused_at = CURRENT_TIMESTAMP, lease_until = NULL,
-       detail = :error
-WHERE id = :id AND lease_owner = :owner AND sent_at IS NULL
-
--- name: outbox_retry_later
+-- name: outbox_record.sqlite
 UPDATE adi_notify_outbox
-SET due_at = CURRENT_TIMESTAMP + make_interval(secs => :delay), lease_until = NULL,
-    detail = :error
-WHERE id = :id AND lease_owner = :owner AND sent_at IS NULL
-
--- name: outbox_retry_later.sqlite
-UPDATE adi_notify_outbox
-SET due_at = datetime('now', '+' || :delay || ' seconds'), lease_until = NULL,
-    detail = :error
-WHERE id = :id AND lease_owner = :owner AND sent_at IS NULL
+SET sent_at = CASE WHEN r.outcome = 'sent' THEN CURRENT_TIMESTAMP ELSE sent_at END,
+    refused_at = CASE WHEN r.outcome = 'refused' THEN CURRENT_TIMESTAMP ELSE refused_at END,
+    due_at = CASE WHEN r.outcome = 'later'
+                  THEN datetime('now', '+' || r.delay || ' seconds') ELSE due_at END,
+    attempts = CASE WHEN r.outcome = 'released' THEN attempts - 1 ELSE attempts END,
+    detail = CASE WHEN r.outcome = 'released' THEN detail ELSE r.note END,
+    lease_until = NULL
+FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.outcome') AS outcome,
+             json_extract(value, '$.note') AS note, json_extract(value, '$.delay') AS delay
+      FROM json_each(:outcomes)) AS r
+WHERE adi_notify_outbox.id = r.id AND lease_owner = :owner AND sent_at IS NULL
 
 -- name: outbox_seconds_to_next
 -- Seconds until the next unsent message is due (NULL when none waits).
@@ -276,11 +301,6 @@ LIMIT :limit
 
 -- name: guard_state_counts
 SELECT state, count(*) AS files FROM adi_guard_files GROUP BY state
-
--- name: guard_objects
--- What an order's in-place import created, for its message.
-SELECT DISTINCT fileset_id, image_ids, plate_ids FROM adi_guard_files WHERE uuid = :uuid
-ORDER BY fileset_id
 
 -- name: order_people
 SELECT user_name, group_name FROM imports WHERE uuid = :uuid ORDER BY id DESC LIMIT 1
