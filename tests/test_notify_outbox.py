@@ -78,13 +78,13 @@ def keys_received(hook: WebhookReceiver) -> Counter[str]:
 
 
 @pytest.mark.parametrize("batch", [sender_module.BATCH, 5])
-def test_a_batch_of_messages_costs_two_statements(
+def test_a_batch_costs_one_claim_and_one_record_per_message(
     db_url: str, site_factory: Callable[..., Site], webhook: WebhookReceiver,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch, batch: int,
 ) -> None:
-    """One statement claims a batch with all its messages say, one records what
-    became of it: 12 messages of three kinds cost 2 statements (6 by batches of
-    5), where holding, reading and marking each message cost 5."""
+    """One statement claims a batch with all its messages say, one per message
+    records what became of it: 12 messages of three kinds cost 13 statements
+    (15 by batches of 5), where holding, reading and marking each cost 5."""
     monkeypatch.setenv("ADI_HOOK_SECRET", SECRET)
     site = webhook_site(site_factory, db_url, webhook)
     outbox = Outbox(site.settings.notify)
@@ -103,7 +103,7 @@ def test_a_batch_of_messages_costs_two_statements(
                                             "detail": "no such user", "headline": "refused"})
     with statements(site.engine) as sent:
         assert new_sender(site, batch).deliver_due() == 12
-    assert len(sent) == 2 * math.ceil(12 / batch), sent
+    assert len(sent) == math.ceil(12 / batch) + 12, sent
     rows = outbox_rows(site)
     assert keys_received(webhook) == Counter({f"omero-adi-{r.id}": 1 for r in rows})
     assert all(r.sent_at is not None and r.attempts == 1 and r.lease_until is None for r in rows)
@@ -123,12 +123,33 @@ def test_a_batch_of_messages_costs_two_statements(
         "watch", ["/data/x/run1"], "no such user")
 
 
+def test_a_sender_killed_mid_batch_can_send_again_only_the_message_in_flight(
+    db_url: str, site_factory: Callable[..., Site], webhook: WebhookReceiver,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When each delivery starts, every earlier message of its batch is already
+    recorded as sent: a daemon killed at that moment leaves only that one."""
+    monkeypatch.setenv("ADI_HOOK_SECRET", SECRET)
+    site = webhook_site(site_factory, db_url, webhook)
+    queue_failed_orders(site, 5)
+    recorded_before: list[int] = []
+    real_deliver = sender_module.deliver
+
+    def deliver(*args: Any) -> str:
+        recorded_before.append(sum(r.sent_at is not None for r in outbox_rows(site)))
+        return real_deliver(*args)
+
+    monkeypatch.setattr(sender_module, "deliver", deliver)
+    assert new_sender(site).deliver_due() == 5
+    assert recorded_before == [0, 1, 2, 3, 4]
+
+
 def test_what_became_of_each_message_of_a_batch_is_recorded_at_once(
     db_url: str, site_factory: Callable[..., Site], webhook: WebhookReceiver,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Accepted, answered 503 (due again after the delay), 404 (refused for good),
-    503 on the last allowed attempt (given up): one statement writes all four."""
+    503 on the last allowed attempt (given up): each written by one statement."""
     monkeypatch.setenv("ADI_HOOK_SECRET", SECRET)
     site = webhook_site(site_factory, db_url, webhook, retry_delay=600, max_attempts=3)
     queue_failed_orders(site, 4)
@@ -139,7 +160,7 @@ def test_what_became_of_each_message_of_a_batch_is_recorded_at_once(
     webhook.answers = [200, 503, 404, 503]
     with statements(site.engine) as sent:
         assert new_sender(site).deliver_due() == 4
-    assert len(sent) == 2
+    assert len(sent) == 1 + 4
     delivered, retried, refused, given_up = outbox_rows(site)
     assert (delivered.sent_at is not None, delivered.detail, delivered.attempts) == (True, None, 1)
     assert (retried.sent_at, retried.refused_at, retried.attempts, bool(retried.later)) == (

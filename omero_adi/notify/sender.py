@@ -2,13 +2,14 @@
 
 It claims the due messages a batch at a time (``outbox_claim``: one
 statement holds up to :data:`BATCH` of them by a lease), delivers them one
-after the other, and records what became of the whole batch in one more
-statement (``outbox_record``): sent, refused (permanently, or after
-``max_attempts``), due again after a backoff, or released untried when the
-sender stops or the batch's time is up. A sender that dies mid-batch lets
-its lease run out and those messages are delivered again, with the same
-idempotency key. Nothing here runs on the daemon's loop or workers, so a
-down or slow SMTP server or webhook never delays an import or a claim.
+after the other, and records what became of each as soon as it is known
+(``outbox_record``): sent, refused (permanently, or after ``max_attempts``),
+or due again after a backoff; the messages left when the sender stops or the
+batch's time is up are released untried, together. A sender that dies
+mid-batch lets its lease run out: only the message it was delivering can go
+out twice (with the same idempotency key). Nothing here runs on the daemon's
+loop or workers, so a down or slow SMTP server or webhook never delays an
+import or a claim.
 """
 
 from __future__ import annotations
@@ -197,15 +198,15 @@ class Sender:
         while stop is None or not stop.is_set():
             window_ends = time.monotonic() + BATCH_WINDOW  # the lease starts at the claim
             held = self._claim()
-            outcomes = []
+            released = []
             for entry in held:
                 if time.monotonic() < window_ends and (stop is None or not stop.is_set()):
-                    outcomes.append(self._attempt(entry))
+                    self._record([self._attempt(entry)])  # at once: never delivered twice
                     count += 1
                 else:
-                    outcomes.append(Outcome(entry.id, "released"))
-            if outcomes:
-                self._record(outcomes)
+                    released.append(Outcome(entry.id, "released"))
+            if released:
+                self._record(released)
             if len(held) < self.batch:
                 return count
         return count
@@ -247,8 +248,8 @@ class Sender:
         return Outcome(entry.id, "later", error, delay)
 
     def _record(self, outcomes: list[Outcome]) -> None:
-        """Write a batch's outcomes, through short database outages: unrecorded,
-        its delivered messages would go out again once the lease ran out."""
+        """Write outcomes, through short database outages: unrecorded, a
+        delivered message would go out again once the lease ran out."""
         payload = json.dumps([asdict(o) for o in outcomes])
 
         def write() -> None:
