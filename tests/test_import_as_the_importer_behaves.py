@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from omero_adi.importing.results import ImportFailed
 from omero_adi.pipeline import OrderFailed
 from tests.helpers import wait_for
 from tests.importer_standin import formats, real_omero
@@ -118,3 +120,53 @@ def test_no_session_file_is_left_under_omero_userdir(world: World) -> None:
     (session,) = world.user_sessions()
     left = [p for p in (world.site.userdir / "sessions").rglob(session["uuid"]) if p.is_file()]
     assert left == []
+
+
+def test_a_file_gone_before_its_transfer_fails_naming_the_fileset_left_without_images(
+        world: World) -> None:
+    """The importer found the file, but it was moved away before its turn came: the
+    server had already saved that fileset (importFileset comes before any transfer)."""
+    flag = world.site.root / "go"
+    good, gone, later = (world.file("a.tif"), world.file("b.tif", wait=str(flag)),
+                         world.file("c.tif"))
+    before = world.checksums()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            world.run(world.order(good, gone, later))
+        except BaseException as exc:  # noqa: BLE001  (the test reads it)
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:  # one fileset at a time: b.tif waits while a.tif is imported
+        wait_for(lambda: any(world.site.images_of(i) for i in world.filesets()), DEADLINE,
+                 what="a.tif to be imported")
+        moved = gone.rename(world.site.folder("elsewhere") / gone.name)
+    finally:
+        flag.touch()
+        worker.join(DEADLINE)
+    assert not worker.is_alive(), "the order did not finish"
+    (failure,) = outcome
+    assert isinstance(failure, ImportFailed)
+    by_file = {f["entries"][0]["original"]: i for i, f in world.filesets().items()}
+    assert sorted(by_file) == [str(good), str(gone)]  # c.tif was never started
+    empty = by_file[str(gone)]
+    assert world.site.images_of(empty) == []
+    description = str(failure)
+    assert description.startswith(
+        f"Import failed: the importer could not read {gone} as it linked it into OMERO")
+    assert f"{gone} → Fileset {empty} (no images)" in description.splitlines()[0]
+    assert (f"Imported (not annotated): {good} → Fileset {by_file[str(good)]} "
+            f"(Image {world.site.images_of(by_file[str(good)])[0]}).") in description
+    assert f"Not imported: {gone}, {later}." in description
+    assert f"Filesets without any Image: Fileset {empty} ({gone})." in description
+    assert "delete the filesets named here in OMERO and retry the order" in description
+    # nothing imported is lost: the caller (preprocessing, the guard) gets both filesets
+    assert [e.fileset.id for e in failure.imported] == [by_file[str(good)]]
+    assert [e.fileset.id for e in failure.empty] == [empty]
+    assert world.annotations() == []
+    after = world.checksums()
+    assert after == {p: c for p, c in before.items() if p != gone}
+    assert hashlib.sha256(moved.read_bytes()).hexdigest() == before[gone]

@@ -15,7 +15,7 @@ import pytest
 
 from omero_adi.importing.client_paths import client_path, safe_component
 from omero_adi.importing.importer_cli import ImporterRun, private_omero_dirs
-from omero_adi.importing.importer_says import verdict
+from omero_adi.importing.importer_says import failed_transfers, verdict
 from omero_adi.importing.matching import match, missing
 from omero_adi.importing.results import ImportItem
 from omero_adi.importing.zarr_register import register_zarr
@@ -94,6 +94,13 @@ def test_the_importers_own_words_become_a_plain_description(
 def test_transient_importer_failures_are_told_apart(said: str, errs: bool) -> None:
     found = verdict(_run(said, 2, errs), [Path("/d/a.tif")])
     assert found is not None and found.transient
+
+
+def test_only_a_file_whose_transfer_began_counts_as_a_failed_transfer() -> None:
+    said = ("… ErrorHandler - FILE_EXCEPTION: /d/damaged.tif\nloci.formats.FormatException\n"
+            "… LoggingImportMonitor - FILE_UPLOAD_STARTED: /d/a b.tif\n"
+            "… ErrorHandler - FILE_EXCEPTION: /d/a b.tif\njava.lang.RuntimeException: …\n")
+    assert failed_transfers(said) == ["/d/a b.tif"]  # the first failed while scanning
 
 
 # --- 1. a valid session for every step ----------------------------------------

@@ -276,6 +276,9 @@ def test_importer_crash(world: World) -> None:
     # the JVM aborts (-6); omero-py's wrapper exits with that status, 250 to the daemon
     assert description.startswith("Import failed: the importer exited with status 250.")
     assert f"Not imported: {files[1]}." in description
+    # it died transferring b.tif: the server had saved that fileset already
+    (empty,) = [i for i, f in world.filesets().items() if not world.site.images_of(i)]
+    assert f"Filesets without any Image: Fileset {empty} ({files[1]})." in description
     assert "fatal error has been detected" in description
     assert world.checksums() == before
 

@@ -19,6 +19,7 @@ import yaml
 
 from omero_adi.importing.importer_cli import ImporterFiles, build_command
 from omero_adi.settings import Settings
+from tests.helpers import wait_for
 from tests.importer_standin import JARS, OMERO_JAVA, formats, install, unprivileged
 from tests.importer_standin.fixture import ImporterSite, importer_site  # noqa: F401
 from tests.importer_standin.jvm import RECORD, START_CLASS
@@ -262,6 +263,8 @@ def test_first_failure_stops_the_other_filesets(site: ImporterSite) -> None:
     errs = result.errs or ""
     assert "Error on import" in errs and "Exiting on error" in errs
     assert "0 filesets created, 0 images imported, 1 error in" in errs
+    # the server's import started (ImportCallback), then its failure response came
+    assert errs.index("IMPORT_STARTED") < errs.index("INTERNAL_EXCEPTION")
     # only the failed fileset is on the server (kept without images, as a real
     # server keeps it); the waiting and the queued ones never started
     ((failed_id, failed),) = site.filesets().items()
@@ -301,6 +304,71 @@ def test_a_fileset_the_server_imported_may_be_missing_from_the_report(site: Impo
                      if f["entries"][0]["original"] == str(held)]
     assert site.images_of(fileset_id)  # imported on the server ...
     assert files.out.read_text() == ""  # ... but the report never names it
+
+
+@pytest.mark.parametrize("change", ["moved away", "made unreadable"])
+def test_a_file_changed_after_the_scan_leaves_its_fileset_without_images(
+        site: ImporterSite, change: str) -> None:
+    """The server saves the Fileset before any transfer (importFileset); the transfer
+    then fails: the server's read through the new link, or the importer's checksum."""
+    data, flag = site.folder("data"), site.root / "go"
+    image = formats.image(data / "a.tif", wait=str(flag))
+    argv, files = command(site, site.session(), [image])
+    from tests.importer_standin import real_omero
+
+    process = unprivileged.popen([str(real_omero()), *argv], site.who, site.env, cwd=site.root)
+    wait_for(lambda: files.errs.exists() and "Joined session as" in files.errs.read_text(),
+             DEADLINE, what="the importer to scan and join the session")
+    if change == "moved away":
+        image.rename(site.folder("elsewhere") / image.name)
+    else:
+        image.chmod(0o000)
+    flag.touch()
+    assert process.wait(timeout=DEADLINE) == 2
+    errs = files.errs.read_text()
+    ((fileset_id, fileset),) = site.filesets().items()
+    assert [e["original"] for e in fileset["entries"]] == [str(image)]
+    assert site.images_of(fileset_id) == []
+    link = site.managed_repository / fileset["template_prefix"] / "a.tif"
+    assert link.is_symlink()  # made before the check that failed, and kept
+    exception = ("java.lang.RuntimeException: omero.ResourceError" if change == "moved away"
+                 else f"java.lang.RuntimeException: java.io.FileNotFoundException: {image} "
+                      "(Permission denied)")
+    events = ["FILESET_UPLOAD_PREPARATION", f"FILE_UPLOAD_STARTED: {image}",
+              f"FILE_EXCEPTION: {image}\n{exception}", f"Error on import\n{exception}",
+              "Exiting on error"]
+    assert all(event in errs for event in events), errs
+    assert [errs.index(event) for event in events] == sorted(errs.index(e) for e in events)
+    assert "FILESET_UPLOAD_END" not in errs and "IMPORT_STARTED" not in errs
+    assert "0 files uploaded, 0 filesets created, 0 images imported, 1 error in" in errs
+
+
+def test_a_target_not_found_or_not_linkable_stops_before_the_server_is_asked(
+        site: ImporterSite) -> None:
+    image = formats.image(site.folder("data") / "a.tif")
+    argv, files = command(site, site.session(), [image])
+    argv[argv.index("-d") + 1] = "999"
+    done = site.omero(*argv)
+    assert done.returncode == 2
+    errs = files.errs.read_text()
+    assert "ImportLibrary - Could not load target: " in errs
+    assert ("Error on import\njava.lang.RuntimeException: Failed to load target\n"
+            "Caused by: omero.ValidationException: No row with the given identifier") in errs
+    argv, files = command(site, site.session("other"), [image])  # researcher's Dataset
+    assert site.omero(*argv).returncode == 2
+    errs = files.errs.read_text()
+    assert f"Import target specifies container: Dataset:{DATASET}" in errs
+    assert ("ImportLibrary - Cannot link to target\n" in errs
+            and "java.lang.IllegalArgumentException: Cannot link to target" in errs)
+    assert "FILESET_UPLOAD_PREPARATION" not in errs and site.filesets() == {}
+
+
+def test_the_used_files_listing_says_spw_as_java_prints_a_boolean(site: ImporterSite) -> None:
+    data = site.folder("data")
+    plate, image = formats.plate(data / "p.tif"), formats.image(data / "i.tif")
+    done = site.omero("import", "-f", str(plate), str(image))
+    assert f"# Group: {plate} SPW: true Reader: " in done.stdout
+    assert f"# Group: {image} SPW: false Reader: " in done.stdout
 
 
 def test_a_crashing_jvm(site: ImporterSite) -> None:

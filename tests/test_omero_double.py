@@ -304,6 +304,43 @@ def test_the_server_half_of_an_import(omero_double: OmeroDouble, clients: list[A
         omero_double.import_fileset({**body, "session": key})
 
 
+def test_the_server_half_in_the_importers_steps(omero_double: OmeroDouble, clients: list[Any],
+                                                tmp_path: Any) -> None:
+    originals = [tmp_path / "run" / name for name in ("a.tif", "b.tif")]
+    originals[0].parent.mkdir()
+    for original in originals:
+        original.write_bytes(b"pixels")
+    key, _ = sudo(omero_double, clients, "researcher", "Demo", ttl_ms=60_000)
+    files = [{"path": str(o), "client_path": str(o)[1:]} for o in originals]
+    made = omero_double.import_step("fileset", {"session": key, "files": files, "name": "a"})
+    fileset = omero_double.state()["filesets"][str(made["fileset"])]
+    assert len(fileset["entries"]) == 2 and fileset["images"] == []  # before any transfer
+    folder = omero_double.state_dir / "ManagedRepository" / made["template_prefix"]
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    step = {"session": key, "fileset": made["fileset"]}
+    other, _ = sudo(omero_double, clients, "other", "Demo", ttl_ms=60_000)
+    with pytest.raises(RuntimeError, match="400.*no import process for Fileset"):
+        omero_double.import_step("transfer", {**step, "session": other, "index": 0})
+    assert omero_double.import_step("transfer", {**step, "index": 0}) == {"ok": True}
+    assert (folder / "a.tif").resolve() == originals[0]
+    originals[1].unlink()  # gone since the scan
+    with pytest.raises(RuntimeError,
+                       match=r"400.*omero.ResourceError.*b.tif \(No such file or directory\)"):
+        omero_double.import_step("transfer", {**step, "index": 1})
+    assert (folder / "b.tif").is_symlink()  # the link stays
+    with pytest.raises(RuntimeError, match="500.*omero.grid.ImportFailed.*cannot read"):
+        omero_double.import_step("import", {**step, "target": {"type": "Dataset", "id": 151}})
+    assert omero_double.state()["filesets"][str(made["fileset"])]["images"] == []
+    single = omero_double.import_step("fileset", {"session": key, "files": files[:1]})
+    omero_double.import_step("transfer", {"session": key, "fileset": single["fileset"],
+                                          "index": 0})
+    done = omero_double.import_step("import", {"session": key, "fileset": single["fileset"],
+                                               "target": {"type": "Dataset", "id": 151},
+                                               "images": 2})
+    assert len(done["images"]) == 2
+    assert omero_double.state()["datasets"]["151"]["children"] == done["images"]
+
+
 def test_standalone_with_a_world_file_and_dump(tmp_path: Any,
                                                omero_double_certificates: Any) -> None:
     world = tmp_path / "world.json"

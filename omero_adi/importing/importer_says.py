@@ -10,6 +10,7 @@ into a description.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -74,3 +75,14 @@ def verdict(run: ImporterRun, paths: Sequence[Path]) -> Verdict | None:
         return Verdict("the importer ended without writing its error log (--errs)",
                        transient=True)
     return None
+
+
+def failed_transfers(said: str) -> list[str]:
+    """The files the importer could not transfer, as it names them: a
+    ``FILE_EXCEPTION`` for a file after its ``FILE_UPLOAD_STARTED``
+    (``ImportLibrary.uploadFile``; a ``FILE_EXCEPTION`` while scanning has none).
+    By then the server holds the file's fileset (``importFileset`` comes first),
+    which stays without images."""
+    started = set(re.findall(r" - FILE_UPLOAD_STARTED: (.+)$", said, re.MULTILINE))
+    failed = re.findall(r" - FILE_EXCEPTION: (.+)$", said, re.MULTILINE)
+    return [path for path in dict.fromkeys(failed) if path in started]

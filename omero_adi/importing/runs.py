@@ -19,7 +19,12 @@ from omero_adi.importing.importer_cli import (
     build_command,
     run_importer,
 )
-from omero_adi.importing.importer_says import IMPORT_ATTEMPTS, Verdict, verdict
+from omero_adi.importing.importer_says import (
+    IMPORT_ATTEMPTS,
+    Verdict,
+    failed_transfers,
+    verdict,
+)
 from omero_adi.importing.matching import match, missing
 from omero_adi.importing.results import ImportedFileset, ImportFailed, ImportItem, RegisteredZarr
 from omero_adi.omero.boundary import AnnotatedType, FilesetInfo, OmeroError, UserSession
@@ -69,7 +74,7 @@ def run_with_retries(
         notes.append(note)
         ctx.check_cancelled()
         sessions.renew()  # the failure may have been the session's end
-    problem = _problem(ctx, items, imported, strays, run, said)
+    problem = _problem(ctx, items, imported, strays, runs, said)
     if problem:
         done, empty = _partition(ctx, imported)
         raise ImportFailed(_failure(ctx, problem, items, imported, runs, files, notes),
@@ -203,11 +208,11 @@ def _problem(
     items: Sequence[ImportItem],
     imported: Sequence[ImportedFileset],
     strays: Sequence[FilesetInfo],
-    run: ImporterRun,
+    runs: Sequence[ImporterRun],
     said: Verdict | None,
 ) -> str | None:
     """Why these runs do not count as a complete import, or None when they do."""
-    finished, order = run.finished, ctx.order
+    finished, order = runs[-1].finished, ctx.order
     if finished.timed_out:
         return (f"the importer ran longer than import_timeout "
                 f"({ctx.settings.import_timeout:g} s) and was killed")
@@ -218,11 +223,16 @@ def _problem(
                 + "; ".join(f"Fileset {f.id} ({', '.join(map(str, f.used_files))})"
                             for f in strays))
     kind = annotated_kind(ctx)
-    empty = _partition(ctx, imported)[1]
-    if empty:  # the most specific: the paths are named
+    empty = "; ".join(entry.describe() for entry in _partition(ctx, imported)[1])
+    everything_said = "\n".join(run.said for run in runs)
+    unread = failed_transfers(everything_said) if empty else []
+    if unread:  # the most specific: the file and its fileset are named
+        return (f"the importer could not read {', '.join(unread)} as it linked it into OMERO "
+                "(it was moved, deleted or made unreadable after the importer had found it: "
+                f"put it back, or leave it out of the order), which left {empty}")
+    if empty and ("INTERNAL_EXCEPTION" in everything_said or finished.returncode == 0):
         return (f"these filesets hold no {kind} (the server's import of them failed, or they "
-                f"cannot go into {order.destination_type} {order.destination_id}): "
-                + "; ".join(entry.describe() for entry in empty))
+                f"cannot go into {order.destination_type} {order.destination_id}): {empty}")
     if missing(items, imported) or finished.returncode != 0:
         if said is not None:
             return said.problem

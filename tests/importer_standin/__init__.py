@@ -4,7 +4,8 @@ Tests (and the standalone double) run omero-py's own, unchanged ``omero``
 wrapper; only the ``java`` it starts is replaced (``jvm.py``), by a model of
 ``CommandLineImporter`` and what it uses, each behaviour citing its source in
 ome/omero-blitz. It joins the ``-k`` session over real Ice and imports each
-fileset through the OMERO double's ``POST /import`` (tests/omero_double/README.md).
+fileset through the OMERO double's import steps (``server.py``;
+tests/omero_double/README.md).
 The sample files it can import are described in ``formats.py``. Never shipped.
 
 :func:`install` lays out the ``java`` and the OMERO.java jar layout the

@@ -164,7 +164,9 @@ def start(options: Options, candidates: Candidates, monitor: Monitor,
     if options.used_files:
         for container in containers:
             print("#======================================")
-            print(f"# Group: {container.file} SPW: {container.is_spw} Reader: stand-in")
+            # ImportCandidates.print: String.format of a Boolean, "true"/"false"
+            spw = str(container.is_spw).lower()
+            print(f"# Group: {container.file} SPW: {spw} Reader: stand-in")
             print("\n".join(container.used_files))
         return 0 if containers else 125
     if not containers:

@@ -10,33 +10,35 @@ Modelled on ome/omero-blitz:
   order they finish, and the first failure without ``-c`` returns at once and
   ``shutdownNow`` interrupts the rest (filesets not started never start; the
   process then exits, whatever the others were doing). With ``-c`` a failed
-  fileset counts as done, so the run ends successful;
-- ``ImportLibrary.importImage``/``createImport``: FILESET_UPLOAD_PREPARATION,
-  FILESET_UPLOAD_START, one FILE_UPLOAD_STARTED/COMPLETE per used file, then
-  FILESET_UPLOAD_END, IMPORT_STARTED, the five steps, IMPORT_DONE; an error is
-  logged as ``Error on import[: message]`` then ``Exiting on error`` or
-  ``Continuing after error``. A failure response of the server's import is an
-  ``INTERNAL_EXCEPTION`` (counted); an exception from ``importFileset`` is not.
-  A failed server-side import leaves its Fileset and links, without images.
-The server side of one fileset (``ManagedRepositoryI.importFileset`` and the
-import process) is the double's ``POST /import`` (tests/omero_double/README.md).
+  fileset counts as done, so the run ends successful. Each fileset's thread
+  first loads the target (``targets/ModelImportTarget.load``: ``IQuery.get``);
+  a failure is ``Could not load target``, then ``Error on import`` with
+  ``Failed to load target``;
+- ``ImportLibrary.importImage``: ``Cannot link to target`` before anything
+  reaches the server; then ``createImport`` (FILESET_UPLOAD_PREPARATION,
+  ``importFileset``: the server saves the Fileset and its entries *before any
+  transfer*), FILESET_UPLOAD_START, each used file's transfer
+  (``uploadFile``), FILESET_UPLOAD_END, IMPORT_STARTED (``ImportCallback``),
+  the five steps, IMPORT_DONE; an error is logged as ``Error on import[:
+  message]`` (the message of an ``omero.ServerError`` only) then ``Exiting on
+  error`` or ``Continuing after error``. A transfer that fails is a counted
+  FILE_EXCEPTION (and FILE_UPLOAD_ERROR) and leaves the Fileset on the server
+  without images; so does a failure response of the server's import, an
+  ``INTERNAL_EXCEPTION`` (counted, ``ImportCallback.onFinished``).
+The server's side is the double's (``server.py``).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import threading
-import urllib.error
-import urllib.request
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
 
 from tests.importer_standin.candidates import Container
-from tests.importer_standin.monitor import LIBRARY, STORE, Imported, Monitor
-from tests.importer_standin.paths import client_path
+from tests.importer_standin.monitor import LIBRARY, MONITOR, STORE, TRANSFER, Monitor
+from tests.importer_standin.server import Process, ServerRefused, import_fileset
 
 #: How often a waiting fileset looks at its gate and at the shutdown flag.
 POLL = 0.05
@@ -53,11 +55,22 @@ class FilesetFailed(Exception):
         super().__init__(message)
         self.exception = exception
 
+    @classmethod
+    def refused(cls, exc: ServerRefused) -> FilesetFailed:
+        """A call the server failed, thrown on to ``importCandidates``."""
+        return cls(exc.message if exc.server_error else "", exception=str(exc))
+
 
 @dataclass
 class Target:
     kind: str  # "Dataset" | "Screen"
     id: int
+
+
+def _ice_name(exc: Exception) -> str:
+    """An omero-py exception as Java names it (``omero.ValidationException: …``)."""
+    name = exc.ice_name().replace("::", ".") if hasattr(exc, "ice_name") else type(exc).__name__
+    return f"{name}: {getattr(exc, 'message', '') or exc}"
 
 
 class Session:
@@ -78,6 +91,12 @@ class Session:
             raise
         monitor.info(STORE, f"Joined session as {context.userName} in group {context.groupName}")
 
+    def can_link(self, target: Target) -> bool:
+        """``ModelImportTarget.load``: ``IQuery.get("DatasetI", id)`` (the class name of
+        ``omero.model.DatasetI``), then what ``importImage`` asks of it: ``canLink``."""
+        found = self.client.getSession().getQueryService().get(f"{target.kind}I", target.id)
+        return bool(found.getDetails().getPermissions().canLink())
+
     def close(self) -> None:
         """``logout``: ``closeSession`` then ``__del__``."""
         try:
@@ -86,58 +105,17 @@ class Session:
             self.client.__del__()
 
 
-def control_url() -> str:
-    """The double's control API: ``OMERO_DOUBLE_CONTROL``, else from its ``double.json``."""
-    url = os.environ.get("OMERO_DOUBLE_CONTROL")
-    if url:
-        return url
-    state = os.environ["OMERO_DOUBLE_STATE"]
-    with open(os.path.join(state, "double.json")) as handle:
-        return str(json.load(handle)["control_url"])
-
-
-def server_import(key: str, target: Target | None, container: Container,
-                  fail: str | None = None) -> Imported:
-    """The server's half of one fileset: the double's ``POST /import`` (with ``fail``,
-    its import process fails after the fileset and its links were made)."""
-    body: dict[str, Any] = {
-        "session": key,
-        "target": None if target is None else {"type": target.kind, "id": target.id},
-        "files": [{"path": path, "client_path": client_path(path)}
-                  for path in container.used_files],
-        "kind": "plate" if container.is_spw else "image",
-        "images": container.sample.count,
-        "name": os.path.basename(container.file),
-    }
-    if fail is not None:
-        body["fail"] = fail
-    request = urllib.request.Request(
-        control_url() + "/import", data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
+def _checksum(path: str) -> None:
+    """``ChecksumProviderImpl.putFile`` (ome/omero-common): the importer reads the whole
+    file; an ``IOException`` is thrown on wrapped in a ``RuntimeException``."""
     try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            answer: dict[str, Any] = json.load(response)
-    except urllib.error.HTTPError as exc:
-        failure = json.load(exc)
-        raise FilesetFailed(failure.get("message", ""),
-                           exception=f"{failure.get('error')}: {failure.get('message')}") from exc
-    except OSError as exc:  # the server went away: Ice would say ConnectionLostException
-        raise FilesetFailed("", exception=f"Ice.ConnectionLostException: {exc}") from exc
-    return Imported(answer["fileset"], list(answer["images"]), list(answer["plates"]))
-
-
-def _read(path: str) -> None:
-    """The ``ln_s`` transfer of one used file (ome/omero-blitz
-    ``transfers/SymlinkFileTransfer.java``, whose ``transfer`` is that of
-    ``transfers/AbstractExecFileTransfer.java``): ``exec`` makes the link (which
-    needs no target), ``checkTarget`` has the server read the file's size through
-    it, and the checksum (``ChecksumProvider.putFile``) reads the file, so a used
-    file gone or unreadable since the scan fails its fileset."""
-    try:
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
     except OSError as exc:
-        raise FilesetFailed("", exception=f"java.io.IOException: {exc}") from exc
+        raise FilesetFailed("", exception=f"java.lang.RuntimeException: "
+                                          f"java.io.FileNotFoundException: {path} "
+                                          f"({exc.strerror})") from exc
 
 
 class Library:
@@ -197,37 +175,40 @@ class Library:
                 raise Abandoned
 
     def _import_image(self, container: Container, index: int) -> None:
-        sample, used = container.sample, container.used_files
+        sample = container.sample
         self._gate(sample.wait)
         self._interrupted()
-        if self.target is not None:
-            self.monitor.info(LIBRARY, f"Import target specifies container: "
-                                       f"{self.target.kind}:{self.target.id}")
+        can_link = self._load_target()
+        if not can_link:  # importImage: "stop this import before file upload commences"
+            self.monitor.log("ERROR", LIBRARY, "Cannot link to target")
+            raise FilesetFailed("", exception="java.lang.IllegalArgumentException: "
+                                              "Cannot link to target")
         self.monitor.event("FILESET_UPLOAD_PREPARATION")
+        try:
+            process = import_fileset(self.session.key, container)
+        except ServerRefused as exc:
+            raise FilesetFailed.refused(exc) from exc
         self.monitor.event("FILESET_UPLOAD_START")
-        for path in used:
-            self.monitor.event("FILE_UPLOAD_STARTED", f": {path}")
-            if sample.on_import == "crash":
-                self._crash()
-            _read(path)
-            self.monitor.file_uploaded(path)
+        for file_index, path in enumerate(container.used_files):
+            self._upload_file(process, file_index, path, crash=sample.on_import == "crash")
         self.monitor.event("FILESET_UPLOAD_END")
         if sample.on_import == "hang":
             threading.Event().wait()
         self._interrupted()
-        if sample.on_import == "fail":
-            try:  # the fileset is created, then the server's import process fails
-                server_import(self.session.key, self.target, container,
-                              fail="stand-in: on-import=fail")
-            except FilesetFailed as exc:
-                if "ImportFailed" not in exc.exception:
-                    raise  # refused before the import began: that is the error
+        target = None if self.target is None else {"type": self.target.kind,
+                                                   "id": self.target.id}
+        fail = "stand-in: on-import=fail" if sample.on_import == "fail" else None
+        try:
+            done = process.verify_and_import(target, container, fail)
+        except ServerRefused as exc:
+            if exc.kind != "omero.grid.ImportFailed":
+                raise FilesetFailed.refused(exc) from exc  # verifyUpload refused
+            self.monitor.event("IMPORT_STARTED", " Logfile: null")
             self.monitor.internal_exception(
                 container.file, "java.lang.RuntimeException: Failure response on import!\n"
                                 "Category: ::omero::grid::ImportRequest\nName: import-failed\n"
-                                "Parameters: {} (stand-in: on-import=fail)")
-            raise FilesetFailed("", exception="java.lang.Exception: Import failure")
-        done = server_import(self.session.key, self.target, container)
+                                f"Parameters: {{}} ({exc.message})")
+            raise FilesetFailed("", exception="java.lang.Exception: Import failure") from exc
         self.monitor.event("IMPORT_STARTED", " Logfile: null")
         for step, name in enumerate(("METADATA_IMPORTED", "PIXELDATA_PROCESSED",
                                      "THUMBNAILS_GENERATED", "METADATA_PROCESSED",
@@ -235,6 +216,49 @@ class Library:
             self.monitor.event(name, f" Step: {step} of 5  Logfile: null")
         self._gate(sample.hold)
         self.monitor.import_done(container.file, done)
+
+    def _load_target(self) -> bool:
+        """``importCandidates``' fileset thread: ``target.load`` (whether the user may
+        link to it), or ``Failed to load target``. True without a target."""
+        if self.target is None:
+            return True
+        try:
+            can_link = self.session.can_link(self.target)
+        except Exception as exc:  # noqa: BLE001  (Java catches Exception)
+            # the ImportTarget has no toString: Object's, class@hash
+            self.monitor.log("ERROR", LIBRARY, "Could not load target: ome.formats.importer."
+                                               f"targets.ModelImportTarget@{id(self.target):x}")
+            raise FilesetFailed("", exception="java.lang.RuntimeException: Failed to load "
+                                              f"target\nCaused by: {_ice_name(exc)}") from exc
+        self.monitor.info(LIBRARY, f"Import target specifies container: "
+                                   f"{self.target.kind}:{self.target.id}")
+        return can_link
+
+    def _upload_file(self, process: Process, index: int, path: str, *, crash: bool) -> None:
+        """``ImportLibrary.uploadFile`` of one used file with the ``ln_s`` transfer
+        (``transfers/AbstractExecFileTransfer.transfer``): the server's link and its
+        ``checkTarget`` read (``omero.ResourceError`` for a file gone since the scan),
+        then the checksum, which reads the file as the importer. A failure is a
+        counted FILE_EXCEPTION and FILE_UPLOAD_ERROR, and ends the fileset."""
+        self.monitor.info(TRANSFER, f"Transferring {path}...")  # AbstractFileTransfer.start
+        self.monitor.event("FILE_UPLOAD_STARTED", f": {path}")
+        if crash:
+            self._crash()
+        try:
+            try:
+                process.transfer(index)
+            except ServerRefused as exc:
+                if exc.kind != "omero.ResourceError":
+                    raise FilesetFailed.refused(exc) from exc
+                raise FilesetFailed("", exception=(  # checkTarget
+                    f"java.lang.RuntimeException: {exc.kind} : {exc.message}\n"
+                    "The server could not check the size of the file (stand-in)")) from exc
+            _checksum(path)
+        except FilesetFailed as exc:
+            self.monitor.file_exception(path, exc.exception)
+            self.monitor.log("DEBUG", MONITOR, "FILE_UPLOAD_ERROR")
+            raise
+        self.monitor.file_uploaded(path)
 
     def _crash(self) -> None:
         """A JVM that dies: its fatal-error banner, then SIGABRT."""

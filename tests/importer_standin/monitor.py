@@ -33,6 +33,8 @@ HANDLER = "ome.formats.importer.cli.ErrorHandler"
 CLI = "ome.formats.importer.cli.CommandLineImporter"
 CONFIG = "ome.formats.importer.ImportConfig"
 STORE = "ome.formats.OMEROMetadataStoreClient"
+#: ``AbstractFileTransfer.log`` is ``getLogger(getClass())``: the ``ln_s`` transfer's class.
+TRANSFER = "ome.formats.importer.transfers.SymlinkFileTransfer"
 LEVELS = {"TRACE": 0, "DEBUG": 1, "INFO": 2, "WARN": 3, "ERROR": 4}
 
 

@@ -6,6 +6,7 @@ Modules: ``world`` (the state and the permission rules), ``dispatch`` (the
 servant locator: sessions, counts, faults, unknown calls), ``sessions``
 (Glacier2 router, ServiceFactory, ISession, IAdmin, IConfig), ``data`` and
 ``hql`` (IQuery, IUpdate, IPixels), ``convert`` (records as omero.model
-objects), ``control`` (the HTTP control API and ``POST /import``),
+objects), ``control`` (the HTTP control API), ``imports`` (the server half
+of an import, behind ``POST /fileset``, ``/transfer`` and ``/import``),
 ``server`` (start-up), ``fixture`` (the pytest fixture).
 """

@@ -59,7 +59,10 @@ class QueryService(WorldServant, omero.api.IQuery):
     def get(self, klass: str, oid: int, current: Any = None) -> Any:
         with self.world.lock:
             caller = _caller(self.world, current)
-            table = convert.TABLES.get(klass)
+            # omero/util/IceMapper.omeroClass: "Dataset", "DatasetI" (as the importer's
+            # ModelImportTarget.load sends it), with or without "omero.model."
+            name = klass.removeprefix("omero.model.")
+            table = convert.TABLES.get(name) or convert.TABLES.get(name.removesuffix("I"))
             if table is None:
                 raise DoubleError("omero.ApiUsageException",
                                   f"omero-double does not serve IQuery.get({klass!r})")

@@ -119,6 +119,11 @@ class OmeroDouble:
     def import_fileset(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("/import", body)  # type: ignore[no-any-return]
 
+    def import_step(self, step: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One step of an import as the importer takes them: ``fileset``, ``transfer``
+        or ``import`` (``POST /<step>``)."""
+        return self._call("/" + step, body)  # type: ignore[no-any-return]
+
     def requests(self, session: str | None = None) -> int:
         """Requests served for one session, or for all together."""
         counts = self.state()["requests"]
