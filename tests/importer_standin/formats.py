@@ -99,11 +99,11 @@ def write(path: Path, sample: Sample, *, prefix: str = "") -> Path:
 
 
 def image(path: Path, *, series: int = 1, **behaviour: str) -> Path:
-    return write(path, Sample("image", series, **behaviour))
+    return write(path, Sample("image", series, **behaviour))  # type: ignore[arg-type]
 
 
 def plate(path: Path, *, fields: int = 1, **behaviour: str) -> Path:
-    return write(path, Sample("plate", fields, **behaviour))
+    return write(path, Sample("plate", fields, **behaviour))  # type: ignore[arg-type]
 
 
 def multifile(path: Path, members: dict[str, str], *, series: int = 1) -> Path:

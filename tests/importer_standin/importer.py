@@ -23,6 +23,7 @@ from __future__ import annotations
 import getopt
 import os
 import sys
+from typing import NoReturn
 
 from tests.importer_standin.candidates import Candidates
 from tests.importer_standin.formats import SampleError
@@ -57,14 +58,14 @@ either -k KEY or -u USER -w PASSWORD. Targets: -d DATASET_ID, -r SCREEN_ID,
 """
 
 
-def usage() -> None:
+def usage() -> NoReturn:
     """Usage on standard error, exit 1 (``CommandLineImporter.usage``)."""
     sys.stderr.write(USAGE)
     sys.stderr.flush()
     raise SystemExit(1)
 
 
-def not_modelled(what: str) -> None:
+def not_modelled(what: str) -> NoReturn:
     sys.stderr.write(f"importer stand-in: {what} is not modelled; see tests/importer_standin/\n")
     raise SystemExit(NOT_MODELLED)
 
@@ -77,8 +78,12 @@ class Options:
         except getopt.GetoptError as exc:
             sys.stderr.write(f"importer-cli: {exc}\n")
             usage()
-        self.host = self.key = self.user = self.password = None
-        self.port, self.target = 4064, None
+        self.host: str | None = None
+        self.key: str | None = None
+        self.user: str | None = None
+        self.password: str | None = None
+        self.port = 4064
+        self.target: Target | None = None
         self.continue_on_error = self.used_files = False
         self.output, self.parallel_fileset, self.debug = "ids", 1, "INFO"
         self.transfer = "upload"
