@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from omero_adi.cli import main as cli_main
 from omero_adi.notify import guard as guard_module
 from omero_adi.notify.guard import Guard, state_counts
+from omero_adi.notify.outbox import Outbox
 from omero_adi.notify.service import Notifications
 from omero_adi.store.models import STAGE_IMPORTED
 from tests.helpers import NoWaitStop, running_daemon, wait_for
@@ -128,6 +129,21 @@ def test_verify_finds_a_deleted_a_moved_and_a_changed_file_and_tells_once(
     status = capsys.readouterr().out
     assert "In-place files missing, moved or changed since import (3 shown" in status
     assert f"MOVED      {moved} (order {uuid}" in status
+
+
+def test_two_checks_of_a_file_at_once_tell_of_its_change_once(site: Site) -> None:
+    """A pass that lost its lease and the one that took it over (or `verify`) may
+    check a file at once: only the first records the change and queues a message."""
+    _, files = imported(site, count=1)
+    files[0].unlink()
+    results = [(row, "missing", "deleted") for row in guard_rows(site)]  # both saw "ok"
+    guard = Guard(site.settings, site.engine, Outbox(site.settings.notify))
+    guard._store(results)
+    guard._store(results)
+    with site.engine.connect() as connection:
+        assert connection.execute(sa.text(
+            "SELECT count(*) FROM adi_notify_outbox WHERE kind = 'guard'")).scalar() == 1
+    assert [r.state for r in guard_rows(site)] == ["missing"]
 
 
 def test_a_restored_file_is_ok_again(site: Site) -> None:

@@ -220,8 +220,9 @@ class Guard:
         with self.engine.begin() as connection:
             for row, state, detail in results:
                 if state != row.state:
-                    run(connection, "guard_set_state", id=row.id, state=state, detail=detail)
-                    if state != OK:
+                    changed = run(connection, "guard_set_state", id=row.id, state=state,
+                                  detail=detail, was=row.state).rowcount
+                    if changed and state != OK:
                         fresh.setdefault(row.uuid, []).append(_finding(row, state, detail))
             same = [row.id for row, state, _ in results if state == row.state]
             if same:

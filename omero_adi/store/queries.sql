@@ -288,8 +288,10 @@ LIMIT :limit
 UPDATE adi_guard_files SET checked_at = CURRENT_TIMESTAMP WHERE id IN :file_ids
 
 -- name: guard_set_state
+-- Only from the state the check started from: of two checks of one file at once (a pass
+-- and `verify`, or a pass that lost its lease), one records a change and tells of it.
 UPDATE adi_guard_files SET state = :state, detail = :detail, checked_at = CURRENT_TIMESTAMP
-WHERE id = :id
+WHERE id = :id AND state = :was
 
 -- name: guard_problems
 -- Files whose last check found them missing, moved or changed.
