@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +27,10 @@ from omero_adi.store.admin import OrderStatus
 from omero_adi.store.models import STAGES
 from omero_adi.store.retry import server_message
 from omero_adi.store.session import DatabaseUnusable, describe_error, open_existing_store, open_store
+
+if TYPE_CHECKING:  # imported where they run: `omero-adi status` starts fast
+    from omero_adi.daemon import Daemon
+    from omero_adi.watch.runner import WatchRunner
 
 log = logging.getLogger("omero_adi")
 
@@ -57,16 +61,23 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     endpoint = metrics.serve(daemon)
     if endpoint is not None:
         register_metrics(watcher, endpoint.metrics.registry)
+    try:
+        run_daemon(daemon, watcher)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+        handler.close()  # the admin session to OMERO
+    return 0
+
+
+def run_daemon(daemon: Daemon, watcher: WatchRunner) -> None:
+    """The daemon and its watch folders, until SIGTERM or Ctrl-C."""
     daemon.install_signal_handlers()
     watcher.start()
     try:
         daemon.run()
     finally:
         watcher.stop()
-        if endpoint is not None:
-            endpoint.close()
-        handler.close()  # the admin session to OMERO
-    return 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 
+from omero_adi.cli import run_daemon
 from omero_adi.daemon import Daemon
 from omero_adi.pipeline import OrderContext
 from omero_adi.settings import build_settings
@@ -68,13 +69,7 @@ def main() -> None:
 
     engine = open_store(settings, wait=True)
     daemon = Daemon(settings, engine, handler)
-    watcher = WatchRunner(settings, engine, None)  # as `omero-adi run` wires them
-    daemon.install_signal_handlers()
-    watcher.start()
-    try:
-        daemon.run()
-    finally:
-        watcher.stop()
+    run_daemon(daemon, WatchRunner(settings, engine, None))  # as `omero-adi run` does
 
 
 if __name__ == "__main__":
