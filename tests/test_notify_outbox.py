@@ -248,6 +248,32 @@ def test_a_message_leased_by_a_live_sender_is_left_to_it(
     assert list(keys_received(webhook)) == [f"omero-adi-{rows[1].id}"]
 
 
+def test_a_claim_slower_than_the_window_still_delivers(
+    db_url: str, site_factory: Callable[..., Site], webhook: WebhookReceiver,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every claim outlasting the batch's window (a database under load), each
+    batch still delivers its first message, so the outbox drains instead of
+    claiming and releasing the same messages for ever."""
+    monkeypatch.setenv("ADI_HOOK_SECRET", SECRET)
+    monkeypatch.setattr(sender_module, "BATCH_WINDOW", 0.0)  # every claim is too slow
+    site = webhook_site(site_factory, db_url, webhook)
+    queue_failed_orders(site, 3)
+    sender, stop, claims = new_sender(site, batch=2), threading.Event(), []
+    claim = sender._claim
+
+    def counted() -> Any:
+        claims.append(1)
+        if len(claims) > 10:  # claiming and releasing without end: stop, and fail below
+            stop.set()
+        return claim()
+
+    monkeypatch.setattr(sender, "_claim", counted)
+    assert sender.deliver_due(stop) == 3
+    assert len(claims) == 3  # 2 claimed, the first delivered; 2 again; the last alone
+    assert all(r.sent_at is not None and r.attempts == 1 for r in outbox_rows(site))
+
+
 @pytest.mark.parametrize("why", ["stop", "window"])
 def test_messages_a_sender_did_not_start_go_back_untried(
     db_url: str, site_factory: Callable[..., Site], webhook: WebhookReceiver,  # noqa: F811
