@@ -79,6 +79,16 @@ def test_the_wrapper_never_uses_the_shared_session_store(world: World) -> None:
     assert shared.read_text() == "not a folder\n"
 
 
+def test_an_omero_cli_that_is_not_there_is_named(world: World) -> None:
+    missing = world.site.root / "no-such-omero"
+    with pytest.raises(OrderFailed) as failure:
+        world.run(world.order(world.file("a.tif")), omero_cli=str(missing))
+    assert str(failure.value).startswith(
+        f"Import failed: the importer could not be started: No such file or directory "
+        f"({missing}); set omero_cli to the `omero` executable")
+    assert world.filesets() == {}
+
+
 def test_an_importer_run_as_root_is_described_as_such(world: World) -> None:
     with pytest.raises(OrderFailed) as failure:  # the real wrapper as root, no launcher
         world.run(world.order(world.file("a.tif")), omero_cli=str(real_omero()))

@@ -26,6 +26,11 @@ class ImporterOutputError(ValueError):
     """The importer's ``--output yaml`` report cannot be read."""
 
 
+class ImporterNotStarted(OSError):
+    """The ``omero`` command could not be started (missing, not executable, no
+    room for its temporary folder); nothing of the run happened."""
+
+
 @dataclass(frozen=True)
 class ImporterFiles:
     """Where one order's importer run writes: ``logs/cli.<UUID>.logs`` and ``.errs``."""
@@ -124,9 +129,16 @@ def run_importer(
         if progress is not None and on_progress is not None:
             on_progress(progress)
 
-    with private_omero_dirs() as env:
-        finished = run_process(command, timeout=timeout, cancelled=cancelled, on_tick=tick,
-                               env=env)
+    try:
+        with private_omero_dirs() as env:
+            finished = run_process(command, timeout=timeout, cancelled=cancelled, on_tick=tick,
+                                   env=env)
+    except OSError as exc:  # Popen (no such file, not executable) or mkdtemp (no room)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ImporterNotStarted(
+            f"the importer could not be started: {exc.strerror or exc}{where}; set omero_cli "
+            "to the `omero` executable and check that the daemon's temporary directory is "
+            "writable (`omero-adi check` tells)") from exc
     tick()
     report = files.out.read_text("utf-8", "replace") if files.out.exists() else ""
     errs = files.errs.read_text("utf-8", "replace") if files.errs.exists() else ""

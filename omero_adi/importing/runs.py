@@ -14,6 +14,7 @@ from typing import Sequence
 
 from omero_adi.importing.importer_cli import (
     ImporterFiles,
+    ImporterNotStarted,
     ImporterOutputError,
     ImporterRun,
     build_command,
@@ -120,6 +121,10 @@ def _run(
         run = run_importer(command, files, timeout=settings.import_timeout,
                            cancelled=ctx.cancelled,
                            on_progress=lambda progress: ctx.progress(progress.after(len(imported))))
+    except ImporterNotStarted as exc:
+        if not imported:
+            raise ImportFailed(f"Import failed: {exc}.", ()) from exc
+        raise ImportFailed(_after_start(ctx, str(exc), imported), imported) from exc
     except ImporterOutputError as exc:
         raise ImportFailed(_after_start(ctx, f"{exc} (see {files.out})", imported),
                            imported, unaccounted=True) from exc
