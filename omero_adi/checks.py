@@ -152,6 +152,15 @@ def check_folder(path: Path) -> tuple[bool, str]:
     return True, f"{path} readable and writable"
 
 
+def check_temporary_dir() -> tuple[bool, str]:
+    """Where each importer run makes its own folder (importer_cli.private_omero_dirs)."""
+    try:
+        folder = tempfile.gettempdir()  # TMPDIR, TEMP, TMP, /tmp, …: the first usable
+    except OSError as exc:
+        return False, f"no usable temporary directory: {exc}"
+    return check_folder(Path(folder))
+
+
 def run_checks(settings: Settings, unknown_settings: Sequence[str] = ()) -> Iterator[Check]:
     checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
         ("settings", lambda: check_settings(unknown_settings)),
@@ -165,6 +174,7 @@ def run_checks(settings: Settings, unknown_settings: Sequence[str] = ()) -> Iter
         ("base_dir", lambda: check_folder(Path(settings.base_dir))),
         ("inplace_tmp_root", lambda: check_folder(Path(settings.inplace_tmp_root))),
         ("managed_repository", lambda: check_folder(Path(settings.managed_repository))),
+        ("temporary_dir", check_temporary_dir),
         *rule_checks(settings),
     ]
     quiet = logging.getLogger("omero_adi")

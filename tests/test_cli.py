@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -108,11 +109,21 @@ def test_check_reports_each_failure_on_its_own_line(env, capsys, tmp_path) -> No
     by_name = {line[5:].split(":")[0]: line[:4].strip() for line in lines}
     assert list(by_name) == ["settings", "database", "omero", "omero_cli", "java", "omero_jars",
                              "user", "podman", "base_dir", "inplace_tmp_root",
-                             "managed_repository"]  # as docs/operations.md lists them
+                             "managed_repository", "temporary_dir"]  # as docs/operations.md lists them
     assert by_name["settings"] == "ok"
     assert by_name["database"] == "ok"  # migrated by the fixture
     assert by_name["base_dir"] == "FAIL"
     assert by_name["inplace_tmp_root"] == "ok"
+
+
+def test_check_names_a_temporary_directory_the_importer_cannot_use(
+        env, capsys, tmp_path, monkeypatch) -> None:
+    not_a_folder = tmp_path / "tmp"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))  # what gettempdir() gives
+    cli.main(["check"])
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "temporary_dir" in line]
+    assert line == f"FAIL temporary_dir: {not_a_folder} is not a directory"
 
 
 def test_check_reports_what_imports_need_on_this_machine(env, capsys, tmp_path) -> None:
