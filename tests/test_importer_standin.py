@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -295,9 +294,7 @@ def test_a_fileset_the_server_imported_may_be_missing_from_the_report(site: Impo
     from tests.importer_standin import real_omero
 
     process = unprivileged.popen([str(real_omero()), *argv], site.who, site.env, cwd=site.root)
-    deadline = time.monotonic() + DEADLINE
-    while not site.filesets() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(site.filesets, DEADLINE, "the held fileset on the server")
     flag.touch()
     assert process.wait(timeout=DEADLINE) == 2
     (fileset_id,) = [i for i, f in site.filesets().items()
