@@ -50,6 +50,20 @@ def test_a_fileset_under_a_timestamped_folder_matches_its_order_path() -> None:
 
 # --- 4. one fileset from several order paths ---------------------------------
 
+def test_a_used_file_is_found_on_disk_under_its_unsanitised_name(tmp_path: Path) -> None:
+    """The guard stats the file a fileset links to, not its recorded client path."""
+    folder = tmp_path / "run" / "2026-11-21 10:30:00"
+    image = folder / "cells:1.tif"
+    folder.mkdir(parents=True)
+    image.write_bytes(b"pixels")
+    item = ImportItem.of(tmp_path / "run")
+    recorded = Path(str(client_path(PurePosixPath(image))))
+    assert recorded != image and item.holds(recorded)
+    assert item.local_file(recorded) == image
+    assert item.local_file(Path(str(client_path(PurePosixPath(folder / "gone.tif"))))) is None
+    assert ImportItem.of(tmp_path / "other").local_file(recorded) is None
+
+
 def test_one_fileset_from_several_order_paths_covers_all_of_them() -> None:
     header, pixels = ImportItem.of(Path("/d/scan.vsi")), ImportItem.of(Path("/d/_scan_/s.ets"))
     fileset = FilesetInfo(7, "alice_2/x", (Path("/d/scan.vsi"), Path("/d/_scan_/s.ets")),

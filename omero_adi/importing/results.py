@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence
 
-from omero_adi.importing.client_paths import client_path
+from omero_adi.importing.client_paths import client_path, safe_component
 from omero_adi.omero.boundary import FilesetInfo
 from omero_adi.pipeline import OrderFailed
 
@@ -38,17 +38,39 @@ class ImportItem:
         return cls(path=path, origin=path)
 
     @cached_property
-    def _roots(self) -> frozenset[PurePosixPath]:
-        """This path and its real path as the importer records them: worked out once,
-        as matching asks for every file of every fileset."""
-        return frozenset(client_path(PurePosixPath(p))
-                         for p in (self.path, os.path.realpath(self.path)))
+    def _roots(self) -> dict[PurePosixPath, Path]:
+        """This path and its real path as the importer records them (and as they
+        are): worked out once, as matching asks for every file of every fileset."""
+        return {client_path(PurePosixPath(p)): Path(p)
+                for p in (self.path, os.path.realpath(self.path))}
 
     def holds(self, used_file: Path) -> bool:
         """Whether a fileset's used file (its recorded client path) is this path or
         inside it, as the importer sanitised it (:mod:`.client_paths`)."""
         used = PurePosixPath(used_file)
         return any(used == root or root in used.parents for root in self._roots)
+
+    def local_file(self, used_file: Path) -> Path | None:
+        """The file on disk that a used file inside this path stands for (its
+        client path is sanitised: ``10:30`` was recorded as ``10;30``); None when
+        it is not inside this path, or no longer there."""
+        used = PurePosixPath(used_file)
+        for root, found in self._roots.items():
+            if used != root and root not in used.parents:
+                continue
+            for part in used.relative_to(root).parts:
+                if (found / part).exists():  # the usual case: nothing was sanitised
+                    found = found / part
+                    continue
+                try:
+                    names = [n for n in os.listdir(found) if safe_component(n) == part]
+                except OSError:
+                    return None
+                if not names:
+                    return None
+                found = found / names[0]
+            return found
+        return None
 
 
 @dataclass(frozen=True)

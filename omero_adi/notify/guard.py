@@ -109,7 +109,9 @@ class Guard:
         rows = []
         for entry in imported:
             for used in entry.fileset.used_files:
-                path = self._original(order, entry, used)
+                local = next(filter(None, (item.local_file(used)
+                                           for item in entry.covers or (entry.item,))), used)
+                path = self._original(order, entry, local)
                 try:
                     found = os.stat(path)
                 except OSError as exc:
