@@ -147,6 +147,26 @@ def test_an_acquisition_folder_is_one_order_once_nothing_in_it_changes(
     assert row.path == str(run)
 
 
+def test_an_acquisition_folder_with_a_file_still_being_copied_waits_for_it(
+        pg_url: str, engine: sa.Engine, tmp_path: Path) -> None:
+    clock = Clock()
+    watcher = runner(watch_settings(pg_url, tmp_path, rule(tmp_path / "acq", unit="folder")),
+                     engine, clock)
+    run = tmp_path / "acq" / "run-01"
+    write(run / "1.tif")
+    write(run / "2.tif.part")  # a copy under way: its name ends in .part until it is done
+    for _ in range(3):  # long past settle_seconds, unchanged: still not complete
+        scan_all(watcher)
+        clock.advance(10)
+    assert orders_for(engine, run) == []
+    (run / "2.tif.part").rename(run / "2.tif")
+    scan_all(watcher)
+    clock.advance(10)
+    scan_all(watcher)
+    [order] = orders_for(engine, run)
+    assert json.loads(order.files) == [str(run)]
+
+
 def test_a_restarted_watcher_does_not_order_again(
         pg_url: str, engine: sa.Engine, tmp_path: Path) -> None:
     clock = Clock()

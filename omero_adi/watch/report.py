@@ -113,6 +113,8 @@ def _verdict(rule: WatchRule, path: str, now: float) -> str | None:
         return "gone"
     if look.entries == 0 or look.bytes == 0:
         return "empty"
+    if look.busy:
+        return "a file in it is still being written"
     if rule.ready_marker is not None:
         return None if marker_present(rule, path) else f"no ready marker {rule.ready_marker!r}"
     age = now - look.mtime_ns / 1e9

@@ -26,8 +26,10 @@ from omero_adi.settings_values import setting
 SEGMENTS = ("group", "user", "dataset")
 #: Never units, never part of one: dot files and folders (``.processed`` among
 #: them) and what writers leave while a file is incomplete.
-ALWAYS_IGNORED = (".*", "*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload",
-                  "*.swp", "~*", "*~")
+#: Names of files still being written (a copy, a download, an editor): never part
+#: of a unit, and a folder unit holding one is not complete.
+IN_PROGRESS = ("*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload", "*.swp", "~*", "*~")
+ALWAYS_IGNORED = (".*", *IN_PROGRESS)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -140,6 +142,9 @@ class WatchRule:
                 or any(fnmatch.fnmatchcase(name, glob) for glob in (*ALWAYS_IGNORED, *self.ignore))
                 or (self.ready_marker is not None and self.unit == "file"
                     and name.endswith(self.ready_marker)))
+
+    def in_progress(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, glob) for glob in IN_PROGRESS)
 
     def included(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, glob) for glob in self.include)

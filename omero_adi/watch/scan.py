@@ -24,6 +24,10 @@ from omero_adi.watch.rules import WatchRule
 RACY_NS = 2_000_000_000
 
 
+#: The size :func:`_tree` gives a file that is still being written.
+BEING_WRITTEN = -2
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     """What a unit looks like, without reading it: entries, bytes, newest time,
@@ -33,6 +37,8 @@ class Fingerprint:
     bytes: int
     mtime_ns: int
     digest: str
+    #: A file in it is still being written (:data:`~.rules.IN_PROGRESS`): not complete.
+    busy: bool = False
 
     def as_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -214,14 +220,18 @@ def fingerprint(rule: WatchRule, path: str) -> Fingerprint | None:
         digest.update(f"{relative}\0{size}\0{mtime_ns}\n".encode("utf-8", "surrogateescape"))
     files = [e for e in entries if e[1] >= 0]
     return Fingerprint(len(files), sum(e[1] for e in files),
-                       max((e[2] for e in files), default=0), digest.hexdigest())
+                       max((e[2] for e in files), default=0), digest.hexdigest(),
+                       busy=any(e[1] == BEING_WRITTEN for e in entries))
 
 
 def _tree(rule: WatchRule, path: str, prefix: str) -> Iterator[tuple[str, int, int]]:
-    """(relative path, size, time) of every file below ``path``; folders with size -1."""
+    """(relative path, size, time) of every file below ``path``; folders with size
+    -1, files still being written with :data:`BEING_WRITTEN` (and no time)."""
     with os.scandir(path) as entries:
         for entry in entries:
             if rule.ignored(entry.name):
+                if rule.in_progress(entry.name):
+                    yield prefix + entry.name, BEING_WRITTEN, 0
                 continue
             relative = prefix + entry.name
             if entry.is_dir(follow_symlinks=False):
@@ -259,7 +269,7 @@ class Settler:
         before = self.waiting.get(unit)
         since = now if before is None or before[0] != current else before[1]
         self.waiting[unit] = (current, since, now)
-        if current.entries == 0 or current.bytes == 0:
+        if current.entries == 0 or current.bytes == 0 or current.busy:
             return None
         if self.rule.ready_marker is not None:
             return current if marker_present(self.rule, unit) else None
