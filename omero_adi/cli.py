@@ -165,6 +165,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"no order with uuid {args.uuid!r}")
     if args.uuid:
         print(_details(orders[0]))
+        notify_commands.status_lines(engine, settings, args.uuid)  # its files the guard misses
         return 0
     header = ("UUID", "STAGE", "GROUP", "USER", "TARGET", "UPDATED", "DESCRIPTION")
     rows = [
@@ -174,10 +175,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for o in orders
     ]
     _print_table(header, rows)
-    if settings.watch and not args.uuid:
+    if settings.watch:
         print()
         _print_watch_status(engine)
-    notify_commands.status_lines(engine, settings, args.uuid)
+    notify_commands.status_lines(engine, settings, None)
     return 0
 
 
@@ -215,7 +216,17 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.watch:
         raise CommandError("no watch rules in the settings (the `watch:` list)")
-    engine = open_store(settings, run_migrations=False)
+    if args.dry_run:
+        try:  # never creates a database, not even an SQLite file
+            engine = open_existing_store(settings)
+            known = {rule.name: ledger.known_units(engine, rule.name) for rule in settings.watch}
+        except (DatabaseUnusable, SQLAlchemyError) as exc:
+            print(f"(no ledger: {exc}; every unit is shown as new)")
+            known = {}
+        for line in dry_run(settings, lambda name: known.get(name, {})):
+            print(line, flush=True)
+        return 0
+    engine = open_existing_store(settings)
     if args.forget:
         was = ledger.forget(engine, args.forget)
         if was != "refused":
@@ -223,16 +234,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
                                "; only refused units can be forgotten")
         print(f"{args.forget}: forgotten; the next scan looks at it afresh")
         return 0
-    if not args.dry_run:
-        _print_watch_status(engine)
-        return 0
-    try:
-        known = {rule.name: ledger.known_units(engine, rule.name) for rule in settings.watch}
-    except SQLAlchemyError as exc:
-        print(f"(no ledger: {type(exc).__name__}; every unit is shown as new)")
-        known = {}
-    for line in dry_run(settings, lambda name: known.get(name, {})):
-        print(line, flush=True)
+    _print_watch_status(engine)
     return 0
 
 

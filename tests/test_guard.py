@@ -129,6 +129,8 @@ def test_verify_finds_a_deleted_a_moved_and_a_changed_file_and_tells_once(
     status = capsys.readouterr().out
     assert "In-place files missing, moved or changed since import (3 shown" in status
     assert f"MOVED      {moved} (order {uuid}" in status
+    assert cli_main(["--config", str(config), "status", "--uuid", uuid]) == 0
+    assert f"MOVED      {moved} (order {uuid}" in capsys.readouterr().out  # one order's too
 
 
 def test_two_checks_of_a_file_at_once_tell_of_its_change_once(site: Site) -> None:

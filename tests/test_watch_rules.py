@@ -241,6 +241,17 @@ def test_watch_dry_run_prints_what_each_rule_would_order_and_writes_nothing(
     engine.dispose()
 
 
+def test_watch_dry_run_without_a_database_creates_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path / "in" / "a.tif")
+    monkeypatch.chdir(tmp_path)  # the default SQLite file would land here
+    config = _settings_file(tmp_path, "sqlite:///omero_adi.sqlite", name="scope")
+    assert cli.main(["watch", "--dry-run", "--config", str(config)]) == 0
+    assert "(no ledger: no order database at omero_adi.sqlite" in capsys.readouterr().out
+    assert not (tmp_path / "omero_adi.sqlite").exists()
+
+
 def test_status_and_watch_show_each_rules_last_scan_waiting_and_ordered_units(
         make_pg_database: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = make_pg_database()
