@@ -17,7 +17,7 @@ from omero_adi.importing.client_paths import client_path, safe_component
 from omero_adi.importing.importer_cli import ImporterRun, private_omero_dirs
 from omero_adi.importing.importer_says import failed_transfers, verdict
 from omero_adi.importing.matching import match, missing
-from omero_adi.importing.results import ImportItem
+from omero_adi.importing.results import ImportedFileset, ImportFailed, ImportItem
 from omero_adi.importing.zarr_register import register_zarr
 from omero_adi.omero.boundary import FilesetInfo, PartlyCreated, SessionLost
 from omero_adi.omero.sessions import MARGIN, SessionKeeper
@@ -62,6 +62,17 @@ def test_a_used_file_is_found_on_disk_under_its_unsanitised_name(tmp_path: Path)
     assert item.local_file(recorded) == image
     assert item.local_file(Path(str(client_path(PurePosixPath(folder / "gone.tif"))))) is None
     assert ImportItem.of(tmp_path / "other").local_file(recorded) is None
+
+
+def test_a_failure_with_a_note_keeps_what_was_imported(tmp_path: Path) -> None:
+    """Zarr registration and preprocessing add to an import's failure: what it
+    imported must still reach the guard (DataPackageImporter records exc.imported)."""
+    item = ImportItem.of(tmp_path / "a.tif")
+    done = ImportedFileset(item, FilesetInfo(7, "p/", (tmp_path / "a.tif",), (70,), ()))
+    failed = ImportFailed("Import failed: x.", [done], unaccounted=True)
+    noted = failed.with_note("Registered (annotated): s.zarr → Image 9.")
+    assert str(noted) == "Import failed: x.\nRegistered (annotated): s.zarr → Image 9."
+    assert (noted.imported, noted.empty, noted.unaccounted) == ((done,), (), True)
 
 
 def test_one_fileset_from_several_order_paths_covers_all_of_them() -> None:

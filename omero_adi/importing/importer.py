@@ -156,8 +156,9 @@ class DataPackageImporter:
         except OrderInterrupted:
             raise
         except OrderFailed as exc:
-            raise OrderFailed(f"{exc}\nRegistered (annotated): {describe_registered(registered)}."
-                              ) from exc
+            note = f"Registered (annotated): {describe_registered(registered)}."
+            raise (exc.with_note(note) if isinstance(exc, ImportFailed)
+                   else OrderFailed(f"{exc}\n{note}")) from exc
         return ImportResult(imported.filesets, registered, imported.notes)
 
     def _import(

@@ -243,7 +243,7 @@ def import_preprocessed(
             kept = (f"\nThe converted copies in {preprocessed.tmp_dir} were kept: filesets "
                     "not listed here may link to them. Remove that folder only once no "
                     "fileset of this order links into it (or they were deleted in OMERO).")
-        raise OrderFailed(f"{exc}\nLinks: {report.summary()}.{kept}") from exc
+        raise exc.with_note(f"Links: {report.summary()}.{kept}") from exc
     except OrderInterrupted:
         ctx.log.warning("interrupted; keeping %s for links of a partial import",
                         preprocessed.tmp_dir)

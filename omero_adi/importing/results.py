@@ -133,6 +133,12 @@ class ImportFailed(OrderFailed):
         self.empty = tuple(empty)
         self.unaccounted = unaccounted
 
+    def with_note(self, note: str) -> ImportFailed:
+        """The same failure, its description followed by ``note`` (what else the
+        order did): what it imported still reaches the guard and the links."""
+        return ImportFailed(f"{self}\n{note}", self.imported, empty=self.empty,
+                            unaccounted=self.unaccounted)
+
 
 def describe_objects(found: FilesetInfo | RegisteredZarr) -> str:
     """``Plate 5; Image 7, 8``: what a fileset or registered store holds."""

@@ -19,7 +19,7 @@ from omero_adi.importing.zarr_meta import (
     ZarrSource,
     read_zarr,
 )
-from omero_adi.omero.boundary import OmeroError
+from omero_adi.omero.boundary import OmeroError, PartlyCreated
 from omero_adi.omero.sessions import SessionKeeper
 from omero_adi.orders import Order, is_zarr
 from omero_adi.pipeline import OrderFailed
@@ -68,9 +68,9 @@ def register_zarr(
     results: list[RegisteredZarr] = []
     for content in read_contents(order, uris, settings):
         uri = content.source.uri
-        session = sessions.for_step()
         created: list[str] = []  # of this store, so far
         try:
+            session = sessions.for_step()  # a new one may be refused: said as any failure
             if content.plate is not None:
                 plate_id = session.register_zarr_plate(content.plate, order.destination_id)
                 results.append(RegisteredZarr(uri, image_ids=(), plate_ids=(plate_id,)))
@@ -83,7 +83,7 @@ def register_zarr(
             results.append(RegisteredZarr(uri, image_ids=tuple(ids)))
             log.info("registered %s as Image:%s", uri, ",".join(map(str, ids)))
         except OmeroError as exc:
-            created += getattr(exc, "created", ())
+            created += exc.created if isinstance(exc, PartlyCreated) else ()
             raise OrderFailed(_half_way(uri, exc, results, created, log)) from exc
     return results
 
