@@ -147,6 +147,31 @@ class _Session:
         self.closed = True
 
 
+class _Asking(_Session):
+    """Asked which filesets a session made: the first one has ended with the run."""
+
+    def created_filesets(self, key: str) -> tuple[int, ...]:
+        if self.key == "key-0":
+            raise SessionLost("the OMERO session at x ended (RemovedSessionException)")
+        return {"key-0": (5, 6)}[key]
+
+
+def test_the_filesets_of_a_run_whose_session_ended_are_asked_through_a_new_one() -> None:
+    """A run that failed because its session ended is tried again, so asking which
+    filesets it made must not need that session."""
+    from types import SimpleNamespace
+
+    from omero_adi.importing.runs import _created
+
+    opened: list[_Session] = []
+    sessions = SessionKeeper(lambda ttl: _Asking(ttl, opened), ttl_ms=600_000, log=LOG)
+    ended = sessions.for_step()
+    run = ImporterRun(Finished(2, False, False, 1.0), (5,), "", said="ObjectNotExistException")
+    ctx = SimpleNamespace(log=LOG)
+    assert _created(ctx, sessions, ended, run, []) == (5, 6)  # type: ignore[arg-type]
+    assert [s.key for s in opened] == ["key-0", "key-1"] and opened[0].closed
+
+
 def test_a_session_is_renewed_before_a_step_it_would_not_outlive() -> None:
     clock, opened = _Clock(), []  # type: list[_Session]
     keeper = SessionKeeper(lambda ttl: _Session(ttl, opened), ttl_ms=6_000_000, log=LOG,

@@ -59,8 +59,8 @@ def run_with_retries(
     for attempt in range(1, IMPORT_ATTEMPTS + 1):
         run, session = _run(ctx, sessions, remaining, files, imported)
         runs.append(run)
-        found, strays = _lookup(ctx, sessions, remaining, _created(ctx, session, run, imported),
-                                imported)
+        made = _created(ctx, sessions, session, run, imported)
+        found, strays = _lookup(ctx, sessions, remaining, made, imported)
         imported += found
         remaining = missing(remaining, found)
         said = verdict(run, [item.path for item in remaining])
@@ -138,8 +138,8 @@ def _run(
     return run, session
 
 
-def _created(ctx: OrderContext, session: UserSession, run: ImporterRun,
-             imported: Sequence[ImportedFileset]) -> tuple[int, ...]:
+def _created(ctx: OrderContext, sessions: SessionKeeper, session: UserSession,
+             run: ImporterRun, imported: Sequence[ImportedFileset]) -> tuple[int, ...]:
     """The filesets this run created: those it reported, and after a failure also
     those the server holds from its session (an importer that stops, or loses its
     connection, may not report a fileset the server has already made)."""
@@ -147,7 +147,7 @@ def _created(ctx: OrderContext, session: UserSession, run: ImporterRun,
     if finished.returncode == 0 and not finished.timed_out:
         return run.fileset_ids
     try:
-        made = session.created_filesets()
+        made = sessions.run(lambda live: live.created_filesets(session.key))
     except OmeroError as exc:
         raise ImportFailed(_after_start(
             ctx, f"the importer failed, and asking OMERO which filesets it had created "

@@ -78,9 +78,10 @@ class UserSession(Protocol):
         """The id of the user's Dataset called ``name`` in the session's group (the
         oldest, when there are several), created when there is none."""
 
-    def created_filesets(self) -> tuple[int, ...]:
-        """The ids of the filesets created in this session (by an importer that
-        joined it), whether or not the importer reported them."""
+    def created_filesets(self, key: str) -> tuple[int, ...]:
+        """The ids of the filesets created in the session ``key`` (by an importer
+        that joined it), whether or not the importer reported them; asked through
+        this session, as that one may have ended with the run."""
 
     def annotate(
         self, kind: AnnotatedType, namespace: str, values: Mapping[int, Mapping[str, str]]

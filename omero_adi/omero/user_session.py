@@ -108,10 +108,10 @@ class BlitzUserSession:
             raise OmeroError(f"Dataset {name!r} could not be created in group {self.group!r}")
         return int(created)
 
-    def created_filesets(self) -> tuple[int, ...]:
+    def created_filesets(self, key: str) -> tuple[int, ...]:
         with translated(self.where) as m:
             params = m.omero.sys.ParametersI()
-            params.add("uuid", m.omero.rtypes.rstring(self.key))
+            params.add("uuid", m.omero.rtypes.rstring(key))
             rows = self._conn.getQueryService().projection(
                 "select f.id from Fileset f where f.details.creationEvent.session.uuid = :uuid "
                 "order by f.id", params, self._conn.SERVICE_OPTS)
