@@ -59,6 +59,29 @@ def sudo(double: OmeroDouble, opened: list[Any], user: str, group: str,
     return key, joined
 
 
+def test_a_sudo_session_outlives_its_joined_client_until_closed_for_good(
+        omero_double: OmeroDouble, clients: list[Any]) -> None:
+    """It starts with a reference of its own (SessionManagerImpl.createSession): a
+    client that joined and closed softly leaves it open; killSession ends it."""
+    key, joined = sudo(omero_double, clients, "researcher", "Demo")
+    joined.closeSession()
+    again = client(omero_double)
+    clients.append(again)
+    again.joinSession(key)  # still there
+    assert again.killSession() >= 1
+    with pytest.raises(Glacier2.PermissionDeniedException):
+        client(omero_double).joinSession(key)
+
+
+def test_only_an_admin_with_sudo_or_a_group_leader_opens_sudo_sessions(
+        omero_double: OmeroDouble, clients: list[Any]) -> None:
+    other = login(omero_double, clients, "other")
+    principal = omero.sys.Principal()
+    principal.name, principal.group, principal.eventType = "other", "Demo", "User"
+    with pytest.raises(omero.SecurityViolation, match="Group sudo is not permitted"):
+        other.sf.getSessionService().createSessionWithTimeout(principal, 60_000)  # not for itself
+
+
 def test_login_event_context_and_wrong_password(omero_double: OmeroDouble,
                                                 clients: list[Any]) -> None:
     root = login(omero_double, clients)

@@ -19,12 +19,9 @@ def environment(port: int, control_url: str, state: Path) -> dict[str, str]:
     present); ``OMERO_DOUBLE_STATE`` comes last: readers stop at it."""
     env = {"OMERO_HOST": "127.0.0.1", "OMERO_PORT": str(port), "OMERO_USER": "root",
            "OMERO_PASSWORD": "omero", "OMERO_DOUBLE_CONTROL": control_url}
-    try:
-        from tests.importer_standin import install  # type: ignore[attr-defined]
-    except ImportError:  # not merged yet: the double works without it
-        pass
-    else:
-        env.update(install(state / "bin", state_dir=state))
+    from tests.importer_standin import install
+
+    env.update(install(state / "bin", state_dir=state))
     env["OMERO_DOUBLE_STATE"] = str(state)
     return env
 

@@ -141,21 +141,17 @@ def omero_double_certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def omero_double(tmp_path: Path, omero_double_certificates: Path) -> Iterator[OmeroDouble]:
+def omero_double(omero_double_certificates: Path) -> Iterator[OmeroDouble]:
     """A fresh OMERO double for one test (default world), stopped afterwards. Its state
-    lives where the unprivileged importer can reach it when the importer stand-in
-    is there (pytest's ``tmp_path`` is private to root)."""
-    try:
-        from tests.importer_standin import unprivileged  # type: ignore[attr-defined]
-    except ImportError:
-        root, discard = tmp_path, None
-    else:
-        root, discard = unprivileged.workspace(), unprivileged.discard
+    lives where the unprivileged importer can reach it (pytest's ``tmp_path`` is
+    private to root)."""
+    from tests.importer_standin import unprivileged
+
+    root = unprivileged.workspace()
     double = OmeroDouble(root / "omero-double", omero_double_certificates)
     double.start()
     try:
         yield double
     finally:
         double.stop(kill=True)  # quicker, and the state on disk is complete at every moment
-        if discard is not None:
-            discard(root)
+        unprivileged.discard(root)

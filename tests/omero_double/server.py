@@ -8,7 +8,6 @@ certificate made once per certificate directory.
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -94,6 +93,3 @@ class DoubleServer:
     def shutdown(self) -> None:
         self.communicator.shutdown()
 
-
-def log(message: str) -> None:
-    print(f"omero-double: {message}", file=sys.stderr, flush=True)

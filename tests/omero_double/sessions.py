@@ -172,11 +172,6 @@ class ServiceFactory(WorldServant, omero.api.ServiceFactory):
         ident = proxy.ice_getIdentity()
         return ident.category == current.id.name and ident.name in self.locator.services
 
-    def keepAllAlive(self, proxies: Any, current: Any = None) -> int:
-        """ServiceFactoryI.keepAllAlive: bit i set when proxy i is not alive (a null
-        proxy is skipped); no proxies at all answer -1 (every bit set)."""
-        return -1 if not proxies else 0
-
     @void
     def setCallback(self, callback: Any, current: Any = None) -> None:
         pass
@@ -194,8 +189,10 @@ class ServiceFactory(WorldServant, omero.api.ServiceFactory):
 class SessionService(WorldServant, omero.api.ISession):
     def createSessionWithTimeout(self, principal: Any, ttl_ms: int, current: Any = None) -> Any:
         """A sudo session (SessionBean.createSessionWithTimeouts, timeToIdle 0): only an
-        admin with the Sudo privilege may open one for any user; anyone else only for
-        groups they lead (SessionManagerImpl.checkPrincipal: SecurityViolation)."""
+        admin with the Sudo privilege may open one for any user; anyone else only in
+        groups they lead, even for themselves (SessionManagerImpl.validateSessionInputs:
+        "Group sudo is not permitted"). It starts with one reference, as every new
+        session does (SessionManagerImpl.createSession: count().increment())."""
         world = self.world
         with world.lock:
             caller = _caller(world, current)
@@ -208,7 +205,7 @@ class SessionService(WorldServant, omero.api.ISession):
             if gid is None:
                 raise DoubleError("omero.ApiUsageException", f"No group: {principal.group}")
             sudo = world.is_admin(me) and "Sudo" in world.privileges(me)
-            if me["id"] != user["id"] and not sudo and gid not in me["leader_of"]:
+            if not sudo and gid not in me["leader_of"]:
                 raise DoubleError("omero.SecurityViolation",
                                   f"Group sudo is not permitted for group {principal.group} "
                                   f"(gid={gid})")
@@ -218,7 +215,7 @@ class SessionService(WorldServant, omero.api.ISession):
             if not world.is_active(user):
                 raise DoubleError("omero.SecurityViolation", f"{principal.name} is inactive")
             session = world.open_session(str(uuidlib.uuid4()), user, gid, ttl_ms=int(ttl_ms),
-                                         tti_ms=0, sudoer=me["id"], refs=0)
+                                         tti_ms=0, sudoer=me["id"], refs=1)
             return convert.session_object(world, session)
 
     def _live(self, uuid: str) -> dict[str, Any]:
@@ -230,10 +227,6 @@ class SessionService(WorldServant, omero.api.ISession):
     def getSession(self, uuid: str, current: Any = None) -> Any:
         with self.world.lock:
             return convert.session_object(self.world, self._live(uuid))
-
-    def getReferenceCount(self, uuid: str, current: Any = None) -> int:
-        with self.world.lock:
-            return int(self._live(uuid)["refs"])
 
     def closeSession(self, session: Any, current: Any = None) -> int:
         with self.world.lock:
