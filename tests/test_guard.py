@@ -83,6 +83,27 @@ def test_import_records_size_and_mtime_of_each_file(site: Site) -> None:
             fileset, images, "ok")
 
 
+def test_an_orders_files_are_recorded_in_one_statement(site: Site, tmp_path: Path) -> None:
+    from omero_adi.importing.results import ImportedFileset, ImportItem
+    from omero_adi.omero.boundary import FilesetInfo
+    from omero_adi.orders import Order
+
+    files = [tmp_path / f"{n}.tif" for n in range(50)]
+    for path in files:
+        path.write_bytes(b"pixels")
+    imported = [ImportedFileset(ImportItem.of(path), FilesetInfo(100 + n, "p/", (path,), (n,), ()))
+                for n, path in enumerate(files)]
+    order = Order(event_id=1, uuid="one-statement", group="lab", user="alice",
+                  destination_id=1, destination_type="Dataset", files=tuple(files),
+                  file_names=tuple(p.name for p in files))
+    inserts: list[bool] = []  # executemany: psycopg2 then sends one statement per row
+    sa.event.listen(site.engine, "before_cursor_execute", lambda conn, cursor, statement,
+                    params, context, many: inserts.append(many) if "INSERT" in statement else None)
+    Guard(site.settings, site.engine, None).record(order, imported)
+    assert inserts == [False]
+    assert len(guard_rows(site)) == 50
+
+
 def test_verify_finds_a_deleted_a_moved_and_a_changed_file_and_tells_once(
     site: Site, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     tmp_path: Path, webhook: WebhookReceiver,  # noqa: F811

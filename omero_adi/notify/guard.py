@@ -32,7 +32,7 @@ from omero_adi.notify.outbox import Outbox, order_people
 from omero_adi.orders import Order
 from omero_adi.settings import Settings
 from omero_adi.store.lease import Lease
-from omero_adi.store.queries import query, run
+from omero_adi.store.queries import run
 from omero_adi.store.queue import new_owner_id
 from omero_adi.store.retry import retry_transient
 
@@ -128,8 +128,8 @@ class Guard:
             return
 
         def write() -> None:
-            with self.engine.begin() as connection:  # one round trip for all
-                connection.execute(query("guard_record", connection.dialect.name), rows)
+            with self.engine.begin() as connection:  # one statement for all
+                run(connection, "guard_record", rows=json.dumps(rows))
         try:
             retry_transient(write, what="recording imported files for the guard")
         except SQLAlchemyError as exc:

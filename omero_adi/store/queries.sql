@@ -267,8 +267,23 @@ LIMIT :limit
 -- The in-place guard (omero_adi/notify/guard.py): ADI's record of imported files.
 
 -- name: guard_record
+-- All of an order's files in one statement: :rows is a JSON list of {uuid, path,
+-- fileset_id, images, plates, size, mtime_ns, inode}. (A list of parameter sets for a
+-- textual statement is executed once per set: one round trip per file.)
 INSERT INTO adi_guard_files (uuid, path, fileset_id, image_ids, plate_ids, size, mtime_ns, inode)
-VALUES (:uuid, :path, :fileset_id, :images, :plates, :size, :mtime_ns, :inode)
+SELECT r.uuid, r.path, r.fileset_id, r.images, r.plates, r.size, r.mtime_ns, r.inode
+FROM json_to_recordset(CAST(:rows AS json)) AS r(uuid text, path text, fileset_id bigint,
+     images text, plates text, size bigint, mtime_ns bigint, inode bigint)
+ON CONFLICT (fileset_id, path) DO NOTHING
+
+-- name: guard_record.sqlite
+-- (the WHERE is for SQLite's parser, which needs one before ON CONFLICT after a SELECT)
+INSERT INTO adi_guard_files (uuid, path, fileset_id, image_ids, plate_ids, size, mtime_ns, inode)
+SELECT json_extract(value, '$.uuid'), json_extract(value, '$.path'),
+       json_extract(value, '$.fileset_id'), json_extract(value, '$.images'),
+       json_extract(value, '$.plates'), json_extract(value, '$.size'),
+       json_extract(value, '$.mtime_ns'), json_extract(value, '$.inode')
+FROM json_each(:rows) WHERE true
 ON CONFLICT (fileset_id, path) DO NOTHING
 
 -- name: guard_count
