@@ -98,6 +98,8 @@ class DatabasePoller:
             os.write(self._wake_w, b"x")
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already
+        except OSError:
+            pass  # closed between the check and the write
 
     def wait(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` seconds; True when orders may be waiting
@@ -126,6 +128,7 @@ class DatabasePoller:
         if self.listener is not None:
             self.listener.close()
         self.selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        self._wake_r = self._wake_w = -1  # the numbers may soon name other files
+        # -1 first: a late wake() must not write to a number that may soon name another file
+        read, write, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+        os.close(read)
+        os.close(write)

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 ADDRESS_TTL = 3600.0
 #: Seconds between purges of old messages (``keep_days``).
 PURGE_INTERVAL = 3600.0
-#: Messages claimed at once: a batch costs two statements, whatever its size.
+#: Messages claimed at once: one statement claims a batch; each outcome is recorded by
+#: a statement of its own, the messages not tried together.
 BATCH = 50
 #: Seconds after its claim in which a batch's deliveries may start; the messages not
 #: started by then are released for the next claim. The lease adds this to the time
@@ -245,7 +246,7 @@ class Sender:
         if entry.attempts >= self.settings.max_attempts:
             log.warning("notification %s (%s): gave up: %s", entry.id, entry.channel, error)
             return Outcome(entry.id, "refused", f"gave up after {entry.attempts} attempts: {error}")
-        delay = min(self.settings.retry_delay * 2 ** (entry.attempts - 1),
+        delay = min(self.settings.retry_delay * 2 ** min(entry.attempts - 1, 30),
                     self.settings.max_retry_delay)
         log.info("notification %s (%s) not delivered (%s); next try in %.0fs", entry.id,
                  entry.channel, error, delay)

@@ -3,8 +3,8 @@
 ``chat`` POSTs ``{"text": …}``, which Slack, Mattermost and Microsoft Teams
 incoming webhooks accept. ``signed`` POSTs the notice as JSON with
 ``X-OMERO-ADI-Signature: sha256=<hex HMAC-SHA256 of the body>`` under the
-configured secret. Both carry ``Idempotency-Key``. HTTP 4xx (except 408 and
-429) is a permanent refusal; 5xx, 408, 429 and network errors are transient.
+configured secret. Both carry ``Idempotency-Key``. HTTP 4xx (except 408, 425 and
+429) is a permanent refusal; 5xx, 408, 425, 429 and network errors are transient.
 """
 
 from __future__ import annotations

@@ -152,26 +152,3 @@ class QueueEntry(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[str | None] = mapped_column(String, nullable=True)
-
-
-class ProgressEntry(Base):
-    """How far the importer of a running order is (one row per order, rewritten
-    at most once a second; never part of ``imports``)."""
-
-    __tablename__ = "adi_progress"
-
-    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    #: The queue entry (claimed Pending event) of the run this row describes.
-    event_id: Mapped[int] = mapped_column(Integer, nullable=False)
-    step: Mapped[str] = mapped_column(String, nullable=False)
-    filesets_done: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    filesets_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    updated_at: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-
-
-#: Tables owned by ADI: the only ones its migrations may touch.
-ADI_TABLES = frozenset({"imports", "imports_preprocessing", "adi_queue", "adi_progress",
-                        "adi_watch_units", "adi_watch_scans", "adi_notify_outbox",
-                        "adi_guard_files", "adi_leases"})
